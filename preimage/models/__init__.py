@@ -1,0 +1,8 @@
+"""Assembled networks and a registry to build them by name."""
+
+from __future__ import annotations
+
+from preimage.models.firevnet import FiRevNet, FiRevNetConfig
+from preimage.models.registry import MODELS, build_model
+
+__all__ = ["MODELS", "FiRevNet", "FiRevNetConfig", "build_model"]

@@ -1,0 +1,141 @@
+"""The invertible-module contract and its sequential composition.
+
+Every building block of :mod:`preimage.nn` maps :math:`x \\mapsto (y, \\log|\\det J_f(x)|)` and
+can undo itself. Composition adds log-determinants (chain rule,
+:math:`\\log|\\det J_{g\\circ f}(x)| = \\log|\\det J_g(f(x))| + \\log|\\det J_f(x)|`).
+
+References:
+    Jacobsen, Behrmann, Zemel, Bethge (2019), *Excessive Invariance Causes Adversarial
+    Vulnerability*, section 2.1 and figure 3 (bijective networks built from such blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from torch import Tensor, nn
+
+from preimage.errors import ShapeError
+
+__all__ = [
+    "InvertibleModule",
+    "InvertibleSequential",
+    "Shape",
+    "check_shape",
+    "flat_dim",
+    "sum_except_batch",
+]
+
+Shape = tuple[int, ...]
+"""Shape of one sample, without the batch dimension, e.g. ``(1, 28, 28)`` or ``(100,)``."""
+
+
+class InvertibleModule(nn.Module):
+    """Base class of all invertible blocks.
+
+    Subclasses implement :meth:`forward` returning ``(y, logdet)`` where ``logdet`` has shape
+    ``(batch,)`` and equals :math:`\\log|\\det \\partial y / \\partial x|` exactly (unless the class
+    documents an estimator), and :meth:`inverse` returning ``x``. Blocks whose output shape
+    differs from their input shape override :meth:`output_shape`.
+
+    Example:
+        >>> import torch
+        >>> from preimage.nn import InvertibleSequential, Squeeze
+        >>> f = InvertibleSequential(Squeeze(), Squeeze())
+        >>> x = torch.randn(2, 1, 8, 8)
+        >>> y, logdet = f(x)
+        >>> y.shape, logdet.shape
+        (torch.Size([2, 16, 2, 2]), torch.Size([2]))
+        >>> bool(torch.equal(f.inverse(y), x))
+        True
+    """
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement inverse")
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        """Shape of one output sample for an input sample of shape ``in_shape``."""
+        return tuple(in_shape)
+
+    @staticmethod
+    def _zero_logdet(x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0])
+
+
+class InvertibleSequential(InvertibleModule):
+    """A chain of invertible modules; log-determinants add up, the inverse runs backwards.
+
+    Args:
+        *modules: the blocks, applied left to right. A single iterable is accepted too.
+
+    Example:
+        >>> import torch
+        >>> from preimage.nn import ActNorm, InvertibleSequential, InvConv1x1
+        >>> f = InvertibleSequential(ActNorm(4), InvConv1x1(4))
+        >>> x = torch.randn(3, 4, 5, 5)
+        >>> with torch.no_grad():
+        ...     y, logdet = f(x)
+        >>> float((f.inverse(y) - x).abs().max()) < 1e-5
+        True
+    """
+
+    def __init__(self, *modules: InvertibleModule | Iterable[InvertibleModule]) -> None:
+        super().__init__()
+        if len(modules) == 1 and not isinstance(modules[0], nn.Module):
+            modules = tuple(modules[0])
+        for m in modules:
+            if not isinstance(m, InvertibleModule):
+                raise TypeError(
+                    f"InvertibleSequential takes InvertibleModule instances, got {type(m).__name__}"
+                )
+        self.layers = nn.ModuleList(modules)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> InvertibleModule:
+        return self.layers[index]  # type: ignore[return-value]
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.layers)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, ld = layer(x)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            y = layer.inverse(y)  # type: ignore[operator]
+        return y
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        shape = tuple(in_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)  # type: ignore[operator]
+        return shape
+
+
+def check_shape(x: Tensor, ndim: Sequence[int], who: str) -> None:
+    """Raise a clear ``ValueError`` unless ``x.dim()`` is one of ``ndim``."""
+    if x.dim() not in ndim:
+        wanted = " or ".join(str(n) for n in ndim)
+        raise ShapeError(f"{who} expects a {wanted}-D batch, got shape {tuple(x.shape)}")
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def flat_dim(shape: Shape) -> int:
+    """Number of entries of one sample of ``shape``."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
