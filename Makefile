@@ -10,7 +10,6 @@ export PREIMAGE_DATA
 # The venv is (re)built when pyproject.toml changes; torch is pinned first so that no CUDA build is pulled.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev,textures]"
 	touch $@

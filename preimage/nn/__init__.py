@@ -7,7 +7,17 @@ from preimage.nn.base import InvertibleModule, InvertibleSequential, Shape
 from preimage.nn.conv1x1 import InvConv1x1
 from preimage.nn.coupling import AdditiveCoupling, AffineCoupling, conv_subnet, mlp_subnet
 from preimage.nn.dct import DCT2d, DCTReadout, dct_matrix
+from preimage.nn.iresblock import InverseDiagnostics, IResBlock, conv_branch, dense_branch
+from preimage.nn.logdet import (
+    exact_logdet,
+    neumann_logdet,
+    power_series_logdet,
+    roulette_logdet,
+    series_terms_needed,
+    series_truncation_bound,
+)
 from preimage.nn.reshape import Flatten, InjectivePad, Split, Squeeze
+from preimage.nn.spectral import SpectralConv2d, SpectralLinear
 
 __all__ = [
     "ActNorm",
@@ -16,14 +26,26 @@ __all__ = [
     "DCT2d",
     "DCTReadout",
     "Flatten",
+    "IResBlock",
     "InjectivePad",
     "InvConv1x1",
+    "InverseDiagnostics",
     "InvertibleModule",
     "InvertibleSequential",
     "Shape",
+    "SpectralConv2d",
+    "SpectralLinear",
     "Split",
     "Squeeze",
+    "conv_branch",
     "conv_subnet",
     "dct_matrix",
+    "dense_branch",
+    "exact_logdet",
     "mlp_subnet",
+    "neumann_logdet",
+    "power_series_logdet",
+    "roulette_logdet",
+    "series_terms_needed",
+    "series_truncation_bound",
 ]

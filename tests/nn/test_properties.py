@@ -27,8 +27,11 @@ from preimage.nn import (
     InvConv1x1,
     InvertibleModule,
     InvertibleSequential,
+    IResBlock,
     Split,
     Squeeze,
+    conv_branch,
+    dense_branch,
 )
 
 Factory = Callable[[tuple[int, ...]], InvertibleModule]
@@ -86,6 +89,18 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
     "sequential": (
         lambda s: InvertibleSequential(
             ActNorm(s[0]), InvConv1x1(s[0]), AffineCoupling(s[0], hidden=4)
+        ),
+        image_shape(),
+    ),
+    "iresblock-dense": (
+        lambda s: IResBlock(
+            dense_branch(s[0], 8), logdet="exact", inverse_atol=0.0, inverse_rtol=0.0
+        ),
+        flat_shape(),
+    ),
+    "iresblock-conv": (
+        lambda s: IResBlock(
+            conv_branch(s[0], 4), logdet="exact", inverse_atol=0.0, inverse_rtol=0.0
         ),
         image_shape(),
     ),
@@ -206,7 +221,7 @@ def test_save_load_round_trip(name: str) -> None:
 
 
 def _default_shape(name: str) -> tuple[int, ...]:
-    if name in ("additive-mlp-swap", "affine-mlp-bn", "firevnet-dense"):
+    if name in ("additive-mlp-swap", "affine-mlp-bn", "firevnet-dense", "iresblock-dense"):
         return (5,)
     if name in ("actnorm", "conv1x1"):
         return (3, 3, 4)

@@ -1,0 +1,49 @@
+"""Invariance-based attacks (metameric sampling, feature adversaries), perturbation attacks (PGD),
+oracles and success criteria."""
+
+from __future__ import annotations
+
+from preimage.attacks.base import (
+    Attack,
+    AttackResult,
+    Bounds,
+    EpsilonResult,
+    classifier_logits,
+    eval_mode,
+    model_output,
+)
+from preimage.attacks.criteria import (
+    ClassifierOracle,
+    Oracle,
+    RadiusOracle,
+    decision,
+    invariance_success,
+    perturbation_success,
+)
+from preimage.attacks.feature import Criterion, LogitMetamer
+from preimage.attacks.metamer import interpolate_nuisance, metamer_grid, metameric_sample
+from preimage.attacks.pgd import L2PGD, LinfPGD, ProjectedGradientDescent
+
+__all__ = [
+    "L2PGD",
+    "Attack",
+    "AttackResult",
+    "Bounds",
+    "ClassifierOracle",
+    "Criterion",
+    "EpsilonResult",
+    "LinfPGD",
+    "LogitMetamer",
+    "Oracle",
+    "ProjectedGradientDescent",
+    "RadiusOracle",
+    "classifier_logits",
+    "decision",
+    "eval_mode",
+    "interpolate_nuisance",
+    "invariance_success",
+    "metamer_grid",
+    "metameric_sample",
+    "model_output",
+    "perturbation_success",
+]

@@ -1,0 +1,340 @@
+r"""The independence cross-entropy (iCE): train a bijective classifier to leave no label
+information in its nuisance variables.
+
+With :math:`z = F_\theta(x) = (z_s, z_n)`, logits :math:`z_s \in \mathbb{R}^C`, nuisance
+:math:`z_n \in \mathbb{R}^{d-C}` and a nuisance classifier :math:`D_{\theta_{nc}}`, definition 5
+and equation 6 read
+
+.. math::
+
+    \min_\theta \max_{\theta_{nc}}\;
+    \underbrace{\mathrm{CE}(z_s, y)}_{L_{sCE}(\theta)}
+    \;-\; \underbrace{\mathrm{CE}(D_{\theta_{nc}}(z_n), y)}_{L_{nCE}(\theta, \theta_{nc})}
+    \;+\; L_{MLE_n}(\theta),
+    \qquad
+    L_{MLE_n} = -\sum_{k=1}^{d-C} \log p_k\big((z_n)_k\big) - \log\lvert\det J_{F_\theta}(x)\rvert,
+
+with :math:`p_k = \mathcal{N}(\beta_k, e^{2\gamma_k})` a learned factorial Gaussian (mean
+:math:`\beta_k`, log-scale :math:`\gamma_k`). The minimisation lowers a variational lower bound
+on :math:`I(y; z_n)` and the maximisation tightens it (lemma 10); together with
+:math:`L_{sCE}`, the MLE term is maximum likelihood under the factorial prior
+:math:`p(z_s, z_n) = p(z_s) \prod_k p_k((z_n)_k)`, which makes :math:`z_s` and :math:`z_n`
+independent (lemma 11).
+
+Minimax scheme (alternating, one inner step per batch by default), shaped as the trainer's
+``loss_fn(model, x, y) -> (loss, metrics)`` hook:
+
+1. forward: :math:`z, \log\lvert\det J\rvert = F_\theta(x)`, split into :math:`z_s, z_n`;
+2. *max step* (inside the call, only when the model is in training mode and gradients are
+   enabled): on :math:`z_n` **detached**, one Adam step of the nuisance classifier on its own
+   cross-entropy :math:`L_{nCE}` (minimising it maximises the likelihood the classifier assigns
+   to the true labels, which is the maximisation of the iCE over :math:`\theta_{nc}`), and one
+   step of :math:`\beta, \gamma` on the Gaussian negative log-likelihood of :math:`z_n`;
+3. *min objective* (returned): :math:`L_{sCE} - w_{nCE} L_{nCE} + w_{MLE} L_{MLE_n}/d` with
+   the nuisance classifier and :math:`\beta, \gamma` **detached** (evaluated through
+   ``torch.func.functional_call`` on detached parameters), so the trainer's ``backward`` gives
+   the network the :math:`-L_{nCE}` gradient through :math:`z_n` and nothing to the auxiliary
+   parameters; the trainer then steps the network.
+
+Deviations from the papers, and why:
+
+- **Normalisation of** :math:`L_{nCE}` (appendix D.2: "we normalize :math:`L_{nCE}` by the
+  number of input dimensions it receives for the maximization step"). Read as: in the max step
+  only, the nuisance classifier's batch-mean cross-entropy is multiplied by
+  :math:`1/(d - C)`, the number of inputs of the nuisance classifier
+  (``normalize_by_dim=True``); the min objective keeps :math:`L_{nCE}` unnormalised, weighted by
+  ``nce_weight``. Adam is invariant to a constant loss factor up to its :math:`\epsilon`, so with
+  the default optimiser this chiefly changes the scale of the reported max-step loss; pass
+  ``nce_weight=1/(d-C)`` to normalise the network's signal instead.
+- **Log-determinant counted once and per dimension.** Equation 6 writes
+  :math:`\log(p_k(\cdot)\lvert\det J\rvert)` inside the sum over :math:`k`, which taken
+  literally adds the log-determinant :math:`d - C` times; the change-of-variables formula has it
+  once. The MLE term is divided by :math:`d` (nats per input dimension, the convention of flow
+  models) so that it is on the scale of the two cross-entropies.
+- Batch means replace the sums over the training set of the thesis (definition 6.14), the
+  usual stochastic estimate up to the constant factor :math:`1/N`.
+- :math:`\beta, \gamma` are learned in the inner step on detached :math:`z_n` (block-coordinate
+  descent on the same MLE objective) rather than jointly with :math:`\theta` by the trainer's
+  optimiser, so the trainer only needs the network's parameters.
+
+References:
+    Jacobsen, Behrmann, Zemel, Bethge (2019), *Excessive Invariance Causes Adversarial
+    Vulnerability*, section 3 (definition 5, equation 6), appendix C (lemmas 10 and 11) and
+    appendix D.2. Behrmann (thesis), *Invertibility and Domain Knowledge*, section 6.4.2
+    (definition 6.14, equation 6.13, lemma 6.19).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from preimage.errors import ConfigError, ShapeError
+from preimage.losses.nuisance import NuisanceClassifier
+
+__all__ = ["IndependenceCrossEntropy", "gaussian_nll"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_nll(z: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    r"""Per-sample negative log-density of a factorial Gaussian.
+
+    .. math::
+
+        -\sum_k \log \mathcal{N}(z_k; \beta_k, e^{2\gamma_k})
+        = \sum_k \Big[\gamma_k + \tfrac12 \log 2\pi
+          + \tfrac12 \big((z_k - \beta_k) e^{-\gamma_k}\big)^2\Big].
+
+    Args:
+        z: ``(B, K)`` samples.
+        mean: ``(K,)`` means :math:`\beta`.
+        log_scale: ``(K,)`` log standard deviations :math:`\gamma`.
+
+    Returns:
+        ``(B,)`` negative log-likelihoods in nats.
+
+    Example:
+        >>> import torch
+        >>> nll = gaussian_nll(torch.zeros(1, 2), torch.zeros(2), torch.zeros(2))
+        >>> round(float(nll), 4)  # 2 * 0.5 * log(2 pi)
+        1.8379
+    """
+    u = (z - mean) * torch.exp(-log_scale)
+    return (log_scale + 0.5 * _LOG_2PI + 0.5 * u.pow(2)).sum(dim=1)
+
+
+def _positive_int(name: str, value: Any, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+class IndependenceCrossEntropy(nn.Module):
+    r"""Independence cross-entropy with its nuisance classifier and nuisance prior.
+
+    Holds the nuisance classifier :math:`D_{\theta_{nc}}`, the prior parameters
+    :math:`\beta, \gamma` and one Adam optimiser over both (:attr:`optimizer`; save its
+    ``state_dict`` next to the module's to resume training). The network itself is *not* a
+    submodule: the call receives it, as the trainer's ``loss_fn(model, x, y)`` hook does, and
+    the network's parameters stay out of this module's ``state_dict``.
+
+    Args:
+        model: the invertible classifier to be trained (``model(x) -> (z, logdet)``,
+            ``model.split(z) -> (z_s, z_n)``); only read here, to place the auxiliary parameters
+            on its device and dtype and to check ``model.num_classes`` when it has one.
+        num_classes: :math:`C`.
+        nuisance_dim: :math:`d - C`, the size of :math:`z_n`.
+        nuisance_hidden: hidden units of the nuisance classifier (paper: 512; spheres 1000).
+        nuisance_depth: linear layers of the nuisance classifier (paper: 3).
+        lr_nuisance: Adam learning rate of the nuisance classifier.
+        lr_prior: Adam learning rate of :math:`\beta, \gamma` (default: ``lr_nuisance``).
+        max_steps: inner steps per call (paper: alternating, i.e. 1).
+        normalize_by_dim: multiply the max-step cross-entropy by :math:`1/(d-C)` (appendix D.2;
+            see the module notes for this reading).
+        nce_weight: weight of :math:`-L_{nCE}` in the min objective.
+        mle_weight: weight of the per-dimension MLE term in the min objective.
+
+    Example:
+        >>> import torch
+        >>> from preimage.models import FiRevNet
+        >>> model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=8)
+        >>> ice = IndependenceCrossEntropy(model, 10, 54, nuisance_hidden=16)
+        >>> x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+        >>> loss, metrics = ice(model, x, y)  # max step done; loss is the min objective
+        >>> loss.backward()
+        >>> all(p.grad is None for p in ice.parameters())
+        True
+        >>> sorted(metrics)
+        ['acc', 'loss', 'mle', 'nce', 'nce_max', 'nuisance_acc', 'sce']
+
+    References:
+        Jacobsen et al. (2019), *Excessive Invariance Causes Adversarial Vulnerability*,
+        definition 5, equation 6, appendix D.2. Behrmann (thesis), *Invertibility and Domain
+        Knowledge*, definition 6.14 and equation 6.13.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        nuisance_dim: int,
+        *,
+        nuisance_hidden: int = 512,
+        nuisance_depth: int = 3,
+        lr_nuisance: float = 1e-3,
+        lr_prior: float | None = None,
+        max_steps: int = 1,
+        normalize_by_dim: bool = True,
+        nce_weight: float = 1.0,
+        mle_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.num_classes = _positive_int("num_classes", num_classes, 2)
+        self.nuisance_dim = _positive_int("nuisance_dim", nuisance_dim)
+        model_classes = getattr(model, "num_classes", None)
+        if isinstance(model_classes, int) and model_classes != num_classes:
+            raise ConfigError(f"num_classes={num_classes} but the model has {model_classes}")
+        self.max_steps = _positive_int("max_steps", max_steps, 0)
+        self.normalize_by_dim = bool(normalize_by_dim)
+        self.nce_weight = _non_negative("nce_weight", nce_weight)
+        self.mle_weight = _non_negative("mle_weight", mle_weight)
+        lr_nuisance = _non_negative("lr_nuisance", lr_nuisance)
+        lr_prior = lr_nuisance if lr_prior is None else _non_negative("lr_prior", lr_prior)
+
+        self.nuisance = NuisanceClassifier(
+            nuisance_dim, num_classes, hidden=nuisance_hidden, depth=nuisance_depth
+        )
+        self.beta = nn.Parameter(torch.zeros(nuisance_dim))
+        self.gamma = nn.Parameter(torch.zeros(nuisance_dim))
+        reference = next(iter(model.parameters()), None)
+        if reference is not None and reference.is_floating_point():
+            self.to(device=reference.device, dtype=reference.dtype)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": list(self.nuisance.parameters()), "lr": lr_nuisance},
+                {"params": [self.beta, self.gamma], "lr": lr_prior},
+            ]
+        )
+
+    @property
+    def total_dim(self) -> int:
+        """:math:`d = C + (d - C)`, the number of input dimensions of the bijection."""
+        return self.num_classes + self.nuisance_dim
+
+    @property
+    def max_step_scale(self) -> float:
+        """Factor of the nuisance cross-entropy in the max step: :math:`1/(d-C)` or 1."""
+        return 1.0 / self.nuisance_dim if self.normalize_by_dim else 1.0
+
+    def prior_nll(self, z_n: Tensor) -> Tensor:
+        r"""Per-sample :math:`-\sum_k \log p_k((z_n)_k)` under the learned prior, shape ``(B,)``."""
+        return gaussian_nll(z_n, self.beta, self.gamma)
+
+    def mle_term(self, z_n: Tensor, logdet: Tensor) -> Tensor:
+        r"""Per-sample :math:`L_{MLE_n} / d = (-\sum_k \log p_k((z_n)_k) - \log|\det J|) / d`."""
+        return (self.prior_nll(z_n) - logdet) / self.total_dim
+
+    def max_step(self, z_n: Tensor, y: Tensor) -> float:
+        r"""Inner step(s) on detached ``z_n``: the classifier fits :math:`y`, the prior fits
+        :math:`z_n`.
+
+        Minimises ``max_step_scale * CE(D(z_n), y) + mean(prior_nll(z_n)) / d`` over the
+        nuisance classifier and :math:`\beta, \gamma` with :attr:`optimizer`, ``max_steps`` times.
+
+        Returns:
+            The classifier's (unscaled) cross-entropy before the first step.
+        """
+        z = z_n.detach()
+        y = self._check_labels(y, z)
+        first: float | None = None
+        with torch.enable_grad():
+            for _ in range(self.max_steps):
+                ce = F.cross_entropy(self.nuisance(z), y)
+                if first is None:
+                    first = float(ce.detach())
+                loss = self.max_step_scale * ce + self.prior_nll(z).mean() / self.total_dim
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if first is None:
+            with torch.no_grad():
+                first = float(F.cross_entropy(self.nuisance(z), y))
+        return first
+
+    def min_objective(
+        self, z_s: Tensor, z_n: Tensor, logdet: Tensor, y: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""The network's objective :math:`L_{sCE} - w_{nCE} L_{nCE} + w_{MLE} L_{MLE_n}/d`.
+
+        The nuisance classifier and the prior enter with detached parameters: gradients flow
+        to :math:`z_s, z_n` and ``logdet`` only.
+
+        Returns:
+            ``(loss, terms)``: the batch means ``terms["sce"]``, ``terms["nce"]``,
+            ``terms["mle"]`` and the nuisance classifier's ``terms["nuisance_logits"]``.
+        """
+        y = self._check_labels(y, z_s)
+        params = {name: p.detach() for name, p in self.nuisance.named_parameters()}
+        nuisance_logits = torch.func.functional_call(self.nuisance, params, (z_n,))
+        sce = F.cross_entropy(z_s, y)
+        nce = F.cross_entropy(nuisance_logits, y)
+        nll = gaussian_nll(z_n, self.beta.detach(), self.gamma.detach())
+        mle = ((nll - logdet) / self.total_dim).mean()
+        loss = sce - self.nce_weight * nce + self.mle_weight * mle
+        return loss, {"sce": sce, "nce": nce, "mle": mle, "nuisance_logits": nuisance_logits}
+
+    def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """The trainer hook: inner max step, then the min objective for ``model``.
+
+        The max step runs only while ``model.training`` and gradients are enabled, so evaluating
+        the loss on validation data never trains the nuisance classifier on it.
+
+        Returns:
+            ``(loss, metrics)``: the min objective (a scalar with a graph to the network) and
+            floats ``loss, sce, nce, mle, nce_max`` (classifier cross-entropy before the max
+            step), ``acc`` (logit accuracy) and ``nuisance_acc``.
+        """
+        z, logdet = model(x)
+        z_s, z_n = model.split(z)
+        y = self._check_labels(y, z_s)
+        if z_s.dim() != 2 or z_s.shape[1] != self.num_classes:
+            raise ShapeError(
+                f"expected logits z_s of shape (batch, {self.num_classes}), got {tuple(z_s.shape)}"
+            )
+        if z_n.dim() != 2 or z_n.shape[1] != self.nuisance_dim:
+            raise ShapeError(
+                f"expected nuisance z_n of shape (batch, {self.nuisance_dim}), got "
+                f"{tuple(z_n.shape)}"
+            )
+        if model.training and torch.is_grad_enabled():
+            nce_max = self.max_step(z_n, y)
+        else:
+            with torch.no_grad():
+                nce_max = float(F.cross_entropy(self.nuisance(z_n), y))
+        loss, terms = self.min_objective(z_s, z_n, logdet, y)
+        metrics = {
+            "loss": float(loss.detach()),
+            "sce": float(terms["sce"].detach()),
+            "nce": float(terms["nce"].detach()),
+            "mle": float(terms["mle"].detach()),
+            "nce_max": nce_max,
+            "acc": float((z_s.detach().argmax(dim=1) == y).float().mean()),
+            "nuisance_acc": float(
+                (terms["nuisance_logits"].detach().argmax(dim=1) == y).float().mean()
+            ),
+        }
+        return loss, metrics
+
+    def _check_labels(self, y: Tensor, like: Tensor) -> Tensor:
+        batch = like.shape[0]
+        if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != batch:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ShapeError(f"labels must have shape ({batch},), got {shape}")
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise ConfigError(f"labels must be integer class indices, got {y.dtype}")
+        if batch and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ConfigError(f"labels must lie in [0, {self.num_classes})")
+        return y.to(device=like.device, dtype=torch.long)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, nuisance_dim={self.nuisance_dim}, "
+            f"max_steps={self.max_steps}, normalize_by_dim={self.normalize_by_dim}, "
+            f"nce_weight={self.nce_weight}, mle_weight={self.mle_weight}"
+        )

@@ -1,0 +1,206 @@
+"""Operator norms against NumPy SVDs of autograd Jacobians; certificates of i-ResNet blocks."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from preimage.analysis.operator_norm import (
+    BlockCertificate,
+    LayerBound,
+    format_certificates,
+    lipschitz_certificate,
+    operator_norm,
+)
+from preimage.errors import ConfigError, ConvergenceError, ShapeError
+from preimage.nn.base import InvertibleSequential
+from preimage.nn.iresblock import IResBlock, conv_branch, dense_branch
+from preimage.nn.spectral import SpectralConv2d, SpectralLinear
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def _jacobian_norm(layer: nn.Module, shape: tuple[int, ...]) -> float:
+    """Largest singular value of the layer's Jacobian (its linear part), in float64 NumPy."""
+    layer = copy.deepcopy(layer).double().eval()
+    jac = torch.autograd.functional.jacobian(
+        lambda v: layer(v.unsqueeze(0)).reshape(-1),
+        torch.zeros(shape, dtype=torch.float64),
+        vectorize=True,
+    )
+    return float(np.linalg.norm(jac.reshape(jac.shape[0], -1).detach().numpy(), 2))
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "k", "h", "w"),
+    [(2, 3, 3, 5, 5), (3, 2, 3, 4, 6), (1, 4, 5, 6, 5), (3, 3, 1, 3, 4), (2, 2, 5, 3, 3)],
+)
+def test_fft_equals_dense_for_circular_convolutions(
+    c_in: int, c_out: int, k: int, h: int, w: int
+) -> None:
+    conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, padding_mode="circular")
+    fft = operator_norm(conv, (c_in, h, w), method="fft")
+    dense = operator_norm(conv, (c_in, h, w), method="dense")
+    assert fft == pytest.approx(dense, rel=1e-10)
+    assert fft == pytest.approx(_jacobian_norm(conv, (c_in, h, w)), rel=1e-10)
+    assert operator_norm(conv, (c_in, h, w)) == fft  # auto picks fft
+
+
+def test_fft_on_a_spectral_circular_conv_uses_the_effective_weight() -> None:
+    conv = SpectralConv2d(
+        2, 2, 3, padding=1, padding_mode="circular", coeff=0.8, input_shape=(5, 5)
+    ).double()
+    with torch.no_grad():
+        conv.weight.mul_(10.0)
+    conv.converge(500, rtol=1e-10)
+    assert operator_norm(conv, method="fft") == pytest.approx(0.8, rel=1e-4)
+    assert operator_norm(conv, method="fft") == pytest.approx(
+        _jacobian_norm(conv, (2, 5, 5)), rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "mode", "dilation", "groups"),
+    [
+        (1, 1, "zeros", 1, 1),
+        (2, 1, "zeros", 1, 1),
+        (1, "same", "zeros", 2, 1),
+        (1, 1, "reflect", 1, 1),
+        (2, 1, "circular", 1, 2),
+        (1, 0, "zeros", 1, 1),
+    ],
+)
+def test_dense_and_lanczos_match_the_jacobian(
+    stride: int, padding: int | str, mode: str, dilation: int, groups: int
+) -> None:
+    conv = nn.Conv2d(
+        4, 4, 3, stride=stride, padding=padding, padding_mode=mode, dilation=dilation, groups=groups
+    )
+    shape = (4, 6, 5)
+    expected = _jacobian_norm(conv, shape)
+    assert operator_norm(conv, shape, method="dense") == pytest.approx(expected, rel=1e-10)
+    lanczos = operator_norm(conv, shape, method="lanczos", rtol=1e-12)
+    assert lanczos == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ConfigError):
+        operator_norm(conv, shape, method="fft")
+
+
+def test_power_iteration_converges_to_the_norm_from_below() -> None:
+    conv = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+    expected = _jacobian_norm(conv, (4, 6, 5))
+    for rtol in (1e-6, 1e-10):
+        power = operator_norm(conv, (4, 6, 5), method="power", rtol=rtol)
+        assert expected * (1 - rtol) <= power <= expected * (1 + 1e-12)
+
+
+def test_auto_switches_to_lanczos_for_large_inputs() -> None:
+    conv = nn.Conv2d(2, 2, 3, padding=1)
+    dense = operator_norm(conv, (2, 12, 12), method="dense")
+    assert operator_norm(conv, (2, 12, 12), max_dense_dim=100) == pytest.approx(dense, rel=1e-7)
+    with pytest.raises(ConvergenceError):
+        operator_norm(conv, (2, 12, 12), method="power", rtol=1e-14, max_iter=3)
+
+
+def test_linear_layers() -> None:
+    lin = nn.Linear(6, 3)
+    expected = float(np.linalg.norm(lin.weight.detach().double().numpy(), 2))
+    assert operator_norm(lin) == pytest.approx(expected, rel=1e-12)
+    assert operator_norm(lin, (6,), method="power", rtol=1e-12) == pytest.approx(expected, rel=1e-8)
+    spectral = SpectralLinear(6, 3, coeff=0.5)
+    with torch.no_grad():
+        spectral.weight.mul_(10.0)
+    spectral.converge()
+    assert operator_norm(spectral) == pytest.approx(0.5, rel=1e-6)
+    with pytest.raises(ShapeError):
+        operator_norm(lin, (5,))
+    with pytest.raises(ConfigError):
+        operator_norm(nn.ELU(), (3,))
+    with pytest.raises(ShapeError):
+        operator_norm(nn.Conv2d(2, 2, 3))
+    with pytest.raises(ShapeError):
+        operator_norm(SpectralConv2d(2, 2, 3))
+
+
+def test_certificate_of_contractive_blocks() -> None:
+    model = InvertibleSequential(
+        IResBlock(conv_branch(2, 4, coeff=0.8, input_shape=(5, 5)), logdet="none"),
+        IResBlock(conv_branch(2, 4, coeff=0.7, kernel_sizes=(3, 3)), logdet="none"),
+    )
+    model.double()
+    model(torch.randn(1, 2, 5, 5, dtype=torch.float64))  # locks the second block to 5 x 5
+    for m in model.modules():
+        if isinstance(m, SpectralConv2d):
+            with torch.no_grad():
+                m.weight.mul_(3.0)
+            m.converge(100, rtol=1e-10)
+    certs = lipschitz_certificate(model, torch.randn(1, 2, 5, 5, dtype=torch.float64))
+    assert [c.block for c in certs] == ["layers.0", "layers.1"]
+    for cert, coeff, n in zip(certs, (0.8, 0.7), (3, 2), strict=True):
+        convs = [layer for layer in cert.layers if layer.kind == "SpectralConv2d"]
+        assert len(convs) == n and all(layer.input_shape[1:] == (5, 5) for layer in convs)
+        assert cert.bound <= coeff**n * 1.01  # power iteration is slow for sigma_2 ~ sigma_1
+        assert cert.is_contractive
+        block = dict(model.named_modules())[cert.block]
+        modules = [m for m in block.g if isinstance(m, SpectralConv2d)]
+        independent = math.prod(
+            _jacobian_norm(m, layer.input_shape) for layer, m in zip(convs, modules, strict=True)
+        )
+        assert cert.bound == pytest.approx(independent, rel=1e-9)
+    assert model.training  # the mode is restored
+
+
+def test_certificate_flags_an_unconstrained_layer() -> None:
+    lin = nn.Linear(3, 3)
+    with torch.no_grad():
+        lin.weight.copy_(2.0 * torch.eye(3))
+    model = InvertibleSequential(
+        IResBlock(dense_branch(3, 6), logdet="none"),
+        IResBlock(nn.Sequential(lin, nn.ELU()), logdet="none", lipschitz=0.5),
+    )
+    certs = lipschitz_certificate(model, torch.randn(1, 3))
+    assert certs[0].is_contractive
+    assert certs[1].bound == pytest.approx(2.0, rel=1e-12) and not certs[1].is_contractive
+    assert "NOT contractive" in str(certs[1])
+    table = format_certificates(certs)
+    assert table.splitlines()[1].endswith("yes") and table.splitlines()[2].endswith("no")
+
+
+def test_certificate_catches_torch_spectral_norm_on_convolutions() -> None:
+    """torch's spectral_norm bounds the reshaped kernel by 1; the operator norm is larger."""
+    conv = nn.utils.parametrizations.spectral_norm(nn.Conv2d(2, 2, 3, padding=1))
+    block = IResBlock(nn.Sequential(nn.ELU(), conv), logdet="none", lipschitz=0.9)
+    conv.train()
+    for _ in range(20):
+        conv(torch.randn(2, 2, 6, 6))
+    [cert] = lipschitz_certificate(block, torch.randn(1, 2, 6, 6))
+    assert cert.bound > 1.1 and not cert.is_contractive
+
+
+def test_uncertified_modules_make_the_bound_infinite() -> None:
+    block = IResBlock(
+        nn.Sequential(SpectralLinear(3, 3), nn.BatchNorm1d(3)), logdet="none", lipschitz=0.5
+    )
+    [cert] = lipschitz_certificate(block, torch.randn(2, 3))
+    assert cert.bound == math.inf and not cert.is_contractive
+    assert cert.uncertified == ("1 (BatchNorm1d)",)
+
+
+def test_certificate_value_types() -> None:
+    cert = BlockCertificate(
+        "b",
+        (
+            LayerBound("0", "SpectralLinear", (3,), 0.5, "dense"),
+            LayerBound("1", "ELU", (), 1.0, "activation"),
+        ),
+    )
+    assert cert.bound == 0.5 and cert.is_contractive
+    assert "0.500000" in str(cert) and "contractive" in str(cert)
+    assert lipschitz_certificate(nn.Linear(2, 2), torch.randn(1, 2)) == []

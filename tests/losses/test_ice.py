@@ -1,0 +1,254 @@
+"""Tests of preimage.losses.ice: the minimax steps, gradients and the MLE term vs NumPy/SciPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import special, stats
+from torch import Tensor, nn
+
+from preimage.errors import ConfigError, ShapeError
+from preimage.losses.ice import IndependenceCrossEntropy, gaussian_nll
+from tests.attacks.toy import AffineInvertibleClassifier
+
+DIM, CLASSES = 6, 2
+NUISANCE = DIM - CLASSES
+
+
+def _data(n: int = 64, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Labels given by the sign of a direction, so z_n of a random bijection holds them."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, DIM, generator=gen, dtype=torch.float64)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+def _setup(**kwargs: object) -> tuple[AffineInvertibleClassifier, IndependenceCrossEntropy]:
+    torch.manual_seed(0)
+    toy = AffineInvertibleClassifier((DIM,), CLASSES, seed=3)
+    options: dict[str, object] = {"nuisance_hidden": 16, "lr_nuisance": 1e-2}
+    options.update(kwargs)
+    ice = IndependenceCrossEntropy(toy, CLASSES, NUISANCE, **options)  # type: ignore[arg-type]
+    return toy, ice
+
+
+def _nuisance_ce(toy: AffineInvertibleClassifier, ice: IndependenceCrossEntropy, x, y) -> float:
+    with torch.no_grad():
+        z, _ = toy(x)
+        return float(F.cross_entropy(ice.nuisance(toy.split(z)[1]), y))
+
+
+def _numpy_mlp(ice: IndependenceCrossEntropy, h: np.ndarray) -> np.ndarray:
+    linears = [m for m in ice.nuisance.modules() if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        if i > 0:
+            h = np.maximum(h, 0.0)
+        h = h @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
+    return h
+
+
+def _numpy_objective(
+    w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, ice: IndependenceCrossEntropy
+) -> float:
+    z = x @ w.T + b
+    zs, zn = z[:, :CLASSES], z[:, CLASSES:]
+    rows = np.arange(len(y))
+    sce = -special.log_softmax(zs, axis=1)[rows, y].mean()
+    nce = -special.log_softmax(_numpy_mlp(ice, zn), axis=1)[rows, y].mean()
+    beta, gamma = ice.beta.detach().numpy(), ice.gamma.detach().numpy()
+    nll = -stats.norm.logpdf(zn, loc=beta, scale=np.exp(gamma)).sum(axis=1)
+    mle = ((nll - np.linalg.slogdet(w)[1]) / DIM).mean()
+    return sce - ice.nce_weight * nce + ice.mle_weight * mle
+
+
+def test_mle_term_matches_scipy_gaussian_nll() -> None:
+    toy, ice = _setup()
+    with torch.no_grad():
+        ice.beta.copy_(torch.linspace(-0.5, 0.5, NUISANCE))
+        ice.gamma.copy_(torch.linspace(-0.3, 0.4, NUISANCE))
+    x, _ = _data(8)
+    z, logdet = toy(x)
+    z_n = toy.split(z)[1].detach()
+    mle = ice.mle_term(z_n, logdet.detach())
+    w, _ = toy.numpy_params()
+    scale = np.exp(ice.gamma.detach().numpy())
+    logpdf = stats.norm.logpdf(z_n.numpy(), loc=ice.beta.detach().numpy(), scale=scale)
+    expected = (-logpdf.sum(axis=1) - np.linalg.slogdet(w)[1]) / DIM
+    np.testing.assert_allclose(mle.detach().numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        gaussian_nll(z_n, ice.beta, ice.gamma).detach().numpy(), -logpdf.sum(axis=1), rtol=1e-12
+    )
+
+
+def test_max_step_raises_nuisance_likelihood_and_leaves_network_alone() -> None:
+    toy, ice = _setup()
+    x, y = _data()
+    weight_before = toy.weight.detach().clone()
+    before = _nuisance_ce(toy, ice, x, y)
+    z, _ = toy(x)
+    z_n = toy.split(z)[1]
+    reported = ice.max_step(z_n, y)
+    assert reported == pytest.approx(before, rel=1e-10)
+    for _ in range(60):
+        ice.max_step(z_n, y)
+    after = _nuisance_ce(toy, ice, x, y)
+    assert after < 0.7 * before
+    assert toy.weight.grad is None and torch.equal(toy.weight, weight_before)
+    assert all(p.grad is None for p in ice.parameters())
+
+
+def test_min_steps_lower_the_frozen_classifiers_likelihood() -> None:
+    toy, ice = _setup()
+    x, y = _data()
+    z, _ = toy(x)
+    for _ in range(80):
+        ice.max_step(toy.split(z)[1], y)
+    frozen = [p.detach().clone() for p in ice.parameters()]
+    before = _nuisance_ce(toy, ice, x, y)
+    opt = torch.optim.SGD(toy.parameters(), lr=0.05)
+    for _ in range(20):
+        z, logdet = toy(x)
+        z_s, z_n = toy.split(z)
+        loss, _ = ice.min_objective(z_s, z_n, logdet, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = _nuisance_ce(toy, ice, x, y)
+    assert after > before + 0.1
+    assert all(torch.equal(p, q) for p, q in zip(ice.parameters(), frozen, strict=True))
+    assert all(p.grad is None for p in ice.parameters())
+
+
+def test_min_objective_value_and_gradient_match_numpy_finite_differences() -> None:
+    toy, ice = _setup(nce_weight=0.7, mle_weight=1.3)
+    with torch.no_grad():
+        ice.beta.copy_(torch.linspace(-0.2, 0.3, NUISANCE))
+        ice.gamma.copy_(torch.linspace(0.1, -0.2, NUISANCE))
+    x, y = _data(16)
+    z, logdet = toy(x)
+    z_s, z_n = toy.split(z)
+    loss, _ = ice.min_objective(z_s, z_n, logdet, y)
+    loss.backward()
+    w, b = toy.numpy_params()
+    xn, yn = x.numpy(), y.numpy()
+    assert float(loss.detach()) == pytest.approx(_numpy_objective(w, b, xn, yn, ice), rel=1e-10)
+    h = 1e-6
+    grad_w = np.zeros_like(w)
+    for i, j in np.ndindex(*w.shape):
+        step = np.zeros_like(w)
+        step[i, j] = h
+        grad_w[i, j] = (
+            _numpy_objective(w + step, b, xn, yn, ice) - _numpy_objective(w - step, b, xn, yn, ice)
+        ) / (2 * h)
+    grad_b = np.array(
+        [
+            (
+                _numpy_objective(w, b + h * e, xn, yn, ice)
+                - _numpy_objective(w, b - h * e, xn, yn, ice)
+            )
+            / (2 * h)
+            for e in np.eye(DIM)
+        ]
+    )
+    np.testing.assert_allclose(toy.weight.grad.numpy(), grad_w, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(toy.bias.grad.numpy(), grad_b, rtol=1e-5, atol=1e-8)
+    assert all(p.grad is None for p in ice.parameters())
+
+
+def test_network_receives_minus_nce_gradient_through_z_n() -> None:
+    toy, ice = _setup(mle_weight=0.0)
+    x, y = _data(16)
+    z, logdet = toy(x)
+    z_s, z_n = toy.split(z)
+    loss, terms = ice.min_objective(z_s, z_n, logdet, y)
+    (g_zn,) = torch.autograd.grad(loss, z_n, retain_graph=True)
+    (g_nce,) = torch.autograd.grad(terms["nce"], z_n)
+    torch.testing.assert_close(g_zn, -g_nce)
+    assert g_nce.abs().max() > 0
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_max_step_normalisation_multiplies_the_cross_entropy(normalize: bool) -> None:
+    toy, ice = _setup(normalize_by_dim=normalize, nuisance_depth=1)
+    last = ice.nuisance.net[-1]
+    ice.optimizer = torch.optim.SGD([last.bias], lr=1.0)
+    x, y = _data(16)
+    with torch.no_grad():
+        z_n = toy.split(toy(x)[0])[1]
+        logits = ice.nuisance(z_n).numpy()
+    probs = special.softmax(logits, axis=1)
+    probs[np.arange(len(y)), y.numpy()] -= 1.0
+    bias_before = last.bias.detach().numpy().copy()
+    ice.max_step(z_n, y)
+    scale = 1.0 / NUISANCE if normalize else 1.0
+    assert ice.max_step_scale == scale
+    np.testing.assert_allclose(
+        last.bias.detach().numpy() - bias_before, -scale * probs.mean(axis=0), rtol=1e-10
+    )
+
+
+def test_trainer_hook_runs_max_step_only_in_training() -> None:
+    toy, ice = _setup()
+    x, y = _data(32)
+    snapshot = [p.detach().clone() for p in ice.nuisance.parameters()]
+    toy.eval()
+    loss, metrics = ice(toy, x, y)
+    assert all(torch.equal(p, q) for p, q in zip(ice.nuisance.parameters(), snapshot, strict=True))
+    toy.train()
+    with torch.no_grad():
+        ice(toy, x, y)
+    assert all(torch.equal(p, q) for p, q in zip(ice.nuisance.parameters(), snapshot, strict=True))
+    loss, metrics = ice(toy, x, y)
+    assert any(
+        not torch.equal(p, q) for p, q in zip(ice.nuisance.parameters(), snapshot, strict=True)
+    )
+    loss.backward()
+    assert toy.weight.grad is not None and toy.weight.grad.abs().max() > 0
+    assert all(p.grad is None for p in ice.parameters())
+    assert set(metrics) == {"loss", "sce", "nce", "mle", "nce_max", "acc", "nuisance_acc"}
+    assert all(isinstance(v, float) for v in metrics.values())
+    with torch.no_grad():
+        zs = toy.logits(x).numpy()
+    sce = -special.log_softmax(zs, axis=1)[np.arange(32), y.numpy()].mean()
+    assert metrics["sce"] == pytest.approx(sce, rel=1e-10)
+    assert metrics["acc"] == pytest.approx(float((zs.argmax(1) == y.numpy()).mean()))
+    assert metrics["loss"] == pytest.approx(
+        metrics["sce"] - metrics["nce"] + metrics["mle"], rel=1e-10
+    )
+
+
+def test_firevnet_as_the_trained_model() -> None:
+    models = pytest.importorskip("preimage.models")
+    firevnet = getattr(models, "FiRevNet", None)
+    if firevnet is None:
+        pytest.skip("preimage.models.FiRevNet is not available")
+    torch.manual_seed(0)
+    model = firevnet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=8)
+    ice = IndependenceCrossEntropy(model, 10, 54, nuisance_hidden=16)
+    loss, _ = ice(model, torch.rand(8, 1, 8, 8), torch.arange(8))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().max() > 0 for p in model.parameters())
+    assert all(p.grad is None for p in ice.parameters())
+    assert "nuisance.net.0.weight" in ice.state_dict() and "beta" in ice.state_dict()
+    assert not any(k.startswith("net.") for k in ice.state_dict())
+
+
+def test_rejects_bad_configuration_and_inputs() -> None:
+    toy, ice = _setup()
+    x, y = _data(8)
+    with pytest.raises(ConfigError):
+        IndependenceCrossEntropy(toy, 3, NUISANCE)
+    with pytest.raises(ConfigError):
+        IndependenceCrossEntropy(toy, CLASSES, NUISANCE, nce_weight=-1.0)
+    with pytest.raises(ConfigError):
+        IndependenceCrossEntropy("model", CLASSES, NUISANCE)  # type: ignore[arg-type]
+    with pytest.raises(ShapeError):
+        IndependenceCrossEntropy(toy, CLASSES, NUISANCE + 1)(toy, x, y)
+    with pytest.raises(ConfigError):
+        ice(toy, x, y + 2)
+    with pytest.raises(ConfigError):
+        ice(toy, x, y.double())
+    with pytest.raises(ShapeError):
+        ice(toy, x, y[:-1])

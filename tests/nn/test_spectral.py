@@ -1,0 +1,312 @@
+"""Spectral normalisation on the true operator: against dense Jacobians of torch's own conv."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load, save
+from torch import nn
+
+from preimage.errors import ConfigError, ShapeError
+from preimage.nn.spectral import (
+    SpectralConv2d,
+    SpectralLinear,
+    conv2d_adjoint,
+    conv2d_operator,
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def _dense_conv_norm(weight: torch.Tensor, shape: tuple[int, ...], stride: int, pad: int) -> float:
+    """Largest singular value of the zero-padded conv operator, from torch's autograd Jacobian."""
+    w = weight.detach().double()
+    x0 = torch.zeros(shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(
+        lambda x: F.conv2d(x.unsqueeze(0), w, stride=stride, padding=pad).reshape(-1),
+        x0,
+        vectorize=True,
+    )
+    return float(np.linalg.norm(jac.reshape(jac.shape[0], -1).numpy(), 2))
+
+
+def _layer_jacobian_norm(layer: nn.Module, shape: tuple[int, ...]) -> float:
+    x0 = torch.zeros(shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(
+        lambda x: layer(x.unsqueeze(0)).reshape(-1), x0, vectorize=True
+    )
+    return float(np.linalg.norm(jac.reshape(jac.shape[0], -1).detach().numpy(), 2))
+
+
+CONV_CASES = [
+    # (c_in, c_out, kernel, stride, padding, H, W)
+    (2, 3, 3, 1, 1, 5, 5),
+    (3, 2, 3, 1, 1, 4, 5),
+    (2, 3, 3, 2, 1, 6, 6),
+    (2, 2, 3, 2, 1, 7, 5),
+    (1, 3, 5, 2, 2, 6, 7),
+]
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "k", "stride", "pad", "h", "w"), CONV_CASES)
+def test_conv_sigma_is_the_operator_norm_not_the_reshaped_weight_norm(
+    c_in: int, c_out: int, k: int, stride: int, pad: int, h: int, w: int
+) -> None:
+    conv = SpectralConv2d(c_in, c_out, k, stride=stride, padding=pad, input_shape=(h, w)).double()
+    sigma = float(conv.converge(400, rtol=1e-12))
+    exact = _dense_conv_norm(conv.weight, (c_in, h, w), stride, pad)
+    assert sigma == pytest.approx(exact, rel=1e-5)
+    # What torch.nn.utils.spectral_norm bounds: the (C_out, C_in k^2) matrix. It is another number.
+    reshaped = float(torch.linalg.matrix_norm(conv.weight.detach().reshape(c_out, -1), 2))
+    assert abs(reshaped - exact) > 0.05 * exact
+
+
+def test_torch_spectral_norm_does_not_bound_the_conv_operator() -> None:
+    conv = nn.utils.parametrizations.spectral_norm(nn.Conv2d(3, 3, 3, padding=1, bias=False))
+    conv.train()
+    x = torch.randn(2, 3, 6, 6)
+    for _ in range(20):
+        conv(x)
+    conv.eval()
+    weight = conv.weight.detach()
+    assert float(torch.linalg.matrix_norm(weight.reshape(3, -1), 2)) == pytest.approx(1, abs=1e-3)
+    assert _dense_conv_norm(weight, (3, 6, 6), 1, 1) > 1.2
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "k", "stride", "pad", "h", "w"), CONV_CASES)
+@pytest.mark.parametrize("coeff", [0.5, 0.9])
+def test_normalised_conv_operator_norm_is_at_most_coeff(
+    c_in: int, c_out: int, k: int, stride: int, pad: int, h: int, w: int, coeff: float
+) -> None:
+    # Power iteration approaches sigma from below at a rate set by the gap sigma_2 / sigma_1,
+    # which is close to 1 for several of these operators: let the adaptive mode converge.
+    conv = SpectralConv2d(
+        c_in,
+        c_out,
+        k,
+        stride=stride,
+        padding=pad,
+        coeff=coeff,
+        rtol=1e-7,
+        max_power_iterations=3000,
+    ).double()
+    with torch.no_grad():
+        conv.weight.mul_(5.0)
+    conv.train()
+    x = torch.randn(2, c_in, h, w, dtype=torch.float64)
+    for _ in range(3):
+        conv(x)
+    conv.eval()
+    assert _layer_jacobian_norm(conv, (c_in, h, w)) <= coeff * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("coeff", [0.5, 0.97])
+def test_normalised_linear_has_spectral_norm_at_most_coeff(coeff: float) -> None:
+    layer = SpectralLinear(7, 5, coeff=coeff).double()
+    with torch.no_grad():
+        layer.weight.mul_(4.0)
+    layer.train()
+    for _ in range(30):
+        layer(torch.randn(3, 7, dtype=torch.float64))
+    layer.eval()
+    exact = np.linalg.norm(layer.normalized_weight().detach().numpy(), 2)
+    assert exact <= coeff * (1 + 1e-3)
+    assert exact == pytest.approx(coeff, rel=1e-3)
+    assert _layer_jacobian_norm(layer, (7,)) == pytest.approx(exact, rel=1e-10)
+
+
+def test_soft_normalisation_leaves_small_weights_unchanged() -> None:
+    layer = SpectralLinear(4, 4, coeff=0.9)
+    with torch.no_grad():
+        layer.weight.copy_(0.3 * torch.linalg.qr(torch.randn(4, 4))[0])
+    layer.converge()
+    assert torch.allclose(layer.normalized_weight(), layer.weight)
+    with torch.no_grad():
+        layer.weight.mul_(10.0)
+    layer.converge()
+    ratio = layer.normalized_weight() / layer.weight
+    assert torch.allclose(ratio, torch.full_like(ratio, 0.9 / 3.0), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("stride", "pad", "mode", "h", "w"),
+    [
+        (1, 1, "zeros", 5, 6),
+        (2, 1, "zeros", 7, 8),
+        (3, 0, "zeros", 8, 7),
+        (1, 1, "circular", 4, 5),
+        (2, 2, "circular", 5, 6),
+        (1, 2, "circular", 2, 3),
+    ],
+)
+def test_adjoint_matches_autograd_transpose(
+    stride: int, pad: int, mode: str, h: int, w: int
+) -> None:
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    x = torch.randn(2, 2, h, w, dtype=torch.float64, requires_grad=True)
+    kw = {"stride": stride, "padding": pad, "padding_mode": mode}
+    if mode == "circular":
+        reference = F.conv2d(F.pad(x, (pad,) * 4, mode="circular"), weight, stride=stride)
+    else:
+        reference = F.conv2d(x, weight, stride=stride, padding=pad)
+    out = conv2d_operator(x, weight, **kw)
+    assert torch.allclose(out, reference)
+    cot = torch.randn_like(out)
+    (vjp,) = torch.autograd.grad(out, x, cot)
+    assert torch.allclose(conv2d_adjoint(cot, weight, input_size=(h, w), **kw), vjp)
+
+
+def test_circular_conv_matches_torch_circular_conv() -> None:
+    layer = SpectralConv2d(2, 3, 3, padding=1, padding_mode="circular", coeff=10.0)
+    ref = nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular")
+    with torch.no_grad():
+        ref.weight.copy_(layer.weight)
+        ref.bias.copy_(layer.bias)
+    x = torch.randn(2, 2, 5, 4)
+    layer.eval()
+    assert torch.allclose(layer(x), ref(x), atol=1e-6)
+
+
+def test_power_iteration_updates_only_in_training_mode() -> None:
+    conv = SpectralConv2d(2, 2, 3, padding=1, input_shape=(4, 4))
+    with torch.no_grad():
+        conv.u.copy_(torch.randn_like(conv.u))
+        conv.v.copy_(torch.randn_like(conv.v))
+    x = torch.randn(3, 2, 4, 4)
+    conv.eval()
+    u, v = conv.u.clone(), conv.v.clone()
+    first, second = conv(x), conv(x)
+    assert torch.equal(first, second)
+    assert torch.equal(conv.u, u) and torch.equal(conv.v, v)
+    conv.train()
+    conv(x)
+    assert not torch.equal(conv.u, u) and not torch.equal(conv.v, v)
+
+
+def test_relative_tolerance_is_scale_invariant() -> None:
+    """With rtol the stopping step depends on the relative change only, so scaling W changes
+    nothing; an absolute comparison (the residual-flows pitfall) would stop at another step."""
+    torch.manual_seed(3)
+    base = SpectralLinear(30, 30, rtol=1e-3, max_power_iterations=1000).double()
+    scaled = SpectralLinear(30, 30, rtol=1e-3, max_power_iterations=1000).double()
+    absolute = SpectralLinear(30, 30, atol=1e-3, max_power_iterations=1000).double()
+    start_u = torch.randn(1, 30, dtype=torch.float64)
+    start_v = torch.randn(1, 30, dtype=torch.float64)
+    for layer, scale in ((base, 1.0), (scaled, 1000.0), (absolute, 1000.0)):
+        with torch.no_grad():
+            layer.weight.copy_(scale * base.weight)
+            layer.u.copy_(start_u / start_u.norm())
+            layer.v.copy_(start_v / start_v.norm())
+        layer(torch.randn(1, 30, dtype=torch.float64))
+    assert torch.allclose(base.u, scaled.u, atol=1e-12)
+    assert not torch.allclose(base.u, absolute.u, atol=1e-6)
+
+
+def test_adaptive_mode_converges_from_a_bad_start() -> None:
+    fixed = SpectralLinear(20, 20, coeff=10.0).double()
+    adaptive = SpectralLinear(20, 20, coeff=10.0, rtol=1e-10, max_power_iterations=5000).double()
+    with torch.no_grad():
+        adaptive.weight.copy_(fixed.weight)
+        for layer in (fixed, adaptive):
+            layer.u.copy_(torch.ones_like(layer.u))
+            layer.v.copy_(torch.ones_like(layer.v))
+    x = torch.randn(1, 20, dtype=torch.float64)
+    fixed(x)
+    adaptive(x)
+    exact = float(np.linalg.norm(fixed.weight.detach().numpy(), 2))
+    assert float(adaptive.sigma) == pytest.approx(exact, rel=1e-6)
+    assert abs(float(fixed.sigma) - exact) > abs(float(adaptive.sigma) - exact)
+
+
+def test_gradient_flows_through_sigma() -> None:
+    layer = SpectralLinear(5, 4, coeff=0.5, bias=False).double()
+    with torch.no_grad():
+        layer.weight.mul_(5.0)
+    layer.converge(5000, rtol=1e-14)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    r = torch.randn(3, 4, dtype=torch.float64)
+    layer.train()
+    (layer(x) * r).sum().backward()
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    reference = F.linear(x, 0.5 * weight / torch.linalg.matrix_norm(weight, 2))
+    (expected,) = torch.autograd.grad((reference * r).sum(), weight)
+    assert torch.allclose(layer.weight.grad, expected, atol=1e-7)
+
+
+def test_lazy_size_lock_and_state_dict_round_trip() -> None:
+    conv = SpectralConv2d(2, 3, 3, stride=2, padding=1)
+    assert conv.input_size is None
+    with pytest.raises(ShapeError):
+        _ = conv.sigma
+    conv.train()
+    conv(torch.randn(2, 2, 6, 5))
+    assert conv.input_size == (6, 5)
+    with pytest.raises(ShapeError, match="locked"):
+        conv(torch.randn(2, 2, 6, 6))
+    blob = save({k: v.contiguous() for k, v in conv.state_dict().items()})
+    fresh = SpectralConv2d(2, 3, 3, stride=2, padding=1)
+    fresh.load_state_dict(load(blob))
+    conv.eval()
+    fresh.eval()
+    x = torch.randn(4, 2, 6, 5)
+    assert torch.equal(conv(x), fresh(x))
+    assert fresh.input_size == (6, 5)
+
+
+def test_input_shape_accepts_channels_and_rejects_mismatch() -> None:
+    assert SpectralConv2d(2, 2, 3, padding=1, input_shape=(2, 5, 4)).input_size == (5, 4)
+    with pytest.raises(ShapeError):
+        SpectralConv2d(2, 2, 3, padding=1, input_shape=(3, 5, 4))
+    with pytest.raises(ShapeError):
+        SpectralConv2d(2, 2, 3, padding=1)(torch.randn(1, 3, 4, 4))
+
+
+def test_same_padding_keeps_size() -> None:
+    conv = SpectralConv2d(2, 4, 5, padding="same")
+    assert conv(torch.randn(1, 2, 7, 6)).shape == (1, 4, 7, 6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"padding": "same", "stride": 2},
+        {"padding": "same", "kernel_size": 2},
+        {"coeff": 0.0},
+        {"n_power_iterations": 0},
+        {"padding_mode": "reflect"},
+        {"padding": -1},
+        {"rtol": -1.0},
+    ],
+)
+def test_bad_configuration_raises_config_error(kwargs: dict) -> None:
+    args = {"kernel_size": 3, **kwargs}
+    with pytest.raises(ConfigError):
+        SpectralConv2d(2, 2, **args)
+
+
+def test_follows_dtype() -> None:
+    conv = SpectralConv2d(1, 1, 3, padding=1, input_shape=(4, 4)).double()
+    out = conv(torch.randn(1, 1, 4, 4, dtype=torch.float64))
+    assert out.dtype == torch.float64 and conv.u.dtype == torch.float64
+
+
+def test_first_forward_under_inference_mode_leaves_trainable_buffers() -> None:
+    conv = SpectralConv2d(2, 2, 3, padding=1).eval()
+    with torch.inference_mode():
+        conv(torch.randn(1, 2, 4, 4))
+    conv.train()
+    conv(torch.randn(1, 2, 4, 4)).sum().backward()
+    assert conv.weight.grad is not None and not conv.u.is_inference()
+
+
+def test_sigma_property_is_u_a_v() -> None:
+    layer = SpectralLinear(5, 3).double()
+    expected = float(layer.u @ layer.weight.detach() @ layer.v.T)
+    assert float(layer.sigma) == pytest.approx(expected, rel=1e-12)
+    exact = float(np.linalg.norm(layer.weight.detach().numpy(), 2))
+    assert float(layer.converge(2000, rtol=1e-14)) == pytest.approx(exact, rel=1e-8)
