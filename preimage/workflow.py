@@ -86,11 +86,14 @@ DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-"""Per-dataset defaults for model options and training settings; explicit options win."""
+"""Per-dataset defaults: ``model`` options of a fi-RevNet and training settings of any model.
+
+Explicit options win."""
 
 
-def _model_options(dataset: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    preset = DATASET_PRESETS.get(dataset, {}).get("model", {})
+def _model_options(model: str, dataset: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    # The presets size a fi-RevNet; other models bring their own defaults.
+    preset = DATASET_PRESETS.get(dataset, {}).get("model", {}) if model == "fi-revnet" else {}
     return {**preset, **(options or {})}
 
 
@@ -158,7 +161,7 @@ def train_run(
     if train is None:
         preset = DATASET_PRESETS.get(dataset, {}).get("train", {})
         train = TrainConfig(**preset)
-    options = _model_options(dataset, model_options)
+    options = _model_options(model, dataset, model_options)
 
     train_split = load_dataset(
         dataset, "train", data_dir=data_dir, seed=train.seed, download=download
@@ -278,12 +281,17 @@ def write_train_report(
 ) -> Path:
     """Figures (curves, reconstructions, metamers) and ``report.html`` for a training run."""
     report = Report(title or f"preimage train: {config['model']} on {config['dataset']}")
-    report.add_text(
+    summary = (
         f"Model {config['model']} trained on {config['dataset']} for "
         f"{metrics['epochs_completed']} epochs. Test accuracy "
-        f"{_pct(metrics.get('test_accuracy'))}, largest reconstruction error "
-        f"max|x - F^-1(F(x))| = {metrics.get('max_inverse_error', float('nan')):.3g}."
+        f"{_pct(metrics.get('test_accuracy'))}."
     )
+    if metrics.get("max_inverse_error") is not None:
+        summary += (
+            " Largest reconstruction error over the test set: max|x - F^-1(F(x))| = "
+            f"{metrics['max_inverse_error']:.3g}."
+        )
+    report.add_text(summary)
     report.add_metrics({k: v for k, v in metrics.items() if k != "history"})
     history = metrics.get("history") or []
     if history:

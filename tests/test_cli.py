@@ -263,3 +263,27 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert metrics["epochs_completed"] == 1
     assert (out / "report.html").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.safetensors"]
+
+
+def test_train_a_non_invertible_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "cnn"
+    proc = preimage(
+        "train",
+        "--model",
+        "cnn",
+        "--dataset",
+        "digits",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--max-steps-per-epoch",
+        "2",
+        "--no-progress",
+        "-m",
+        "width=8",
+    )
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "max_inverse_error" not in metrics
+    assert "data:image/png;base64," in (out / "report.html").read_text()

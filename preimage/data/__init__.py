@@ -20,7 +20,19 @@ from preimage.data.mnist import (
 )
 from preimage.data.paths import DATA_ENV_VAR, data_root, dataset_dir
 from preimage.data.registry import DATASETS, SPHERES_DEFAULT_N, DatasetSplit, load_dataset
+from preimage.data.shiftmnist import (
+    SHIFTMNIST_SPLITS,
+    SHIFTMNIST_VARIANTS,
+    load_shiftmnist,
+    make_shiftmnist,
+)
 from preimage.data.spheres import sample_spheres, sphere_label
+from preimage.data.textures import (
+    TextureBank,
+    load_dtd_textures,
+    load_skimage_textures,
+    load_textures,
+)
 
 __all__ = [
     "DATASETS",
@@ -29,14 +41,22 @@ __all__ = [
     "MNIST_FILES",
     "MNIST_MIRRORS",
     "MNIST_SHA256",
+    "SHIFTMNIST_SPLITS",
+    "SHIFTMNIST_VARIANTS",
     "SPHERES_DEFAULT_N",
     "DatasetSplit",
+    "TextureBank",
     "data_root",
     "dataset_dir",
     "download_mnist",
     "load_dataset",
     "load_digits",
+    "load_dtd_textures",
     "load_mnist",
+    "load_shiftmnist",
+    "load_skimage_textures",
+    "load_textures",
+    "make_shiftmnist",
     "mnist_dir",
     "read_idx",
     "sample_spheres",

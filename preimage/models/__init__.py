@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
 from preimage.models.registry import MODELS, build_model
 
-__all__ = ["MODELS", "FiRevNet", "FiRevNetConfig", "build_model"]
+__all__ = [
+    "CNN",
+    "MODELS",
+    "CNNConfig",
+    "FiRevNet",
+    "FiRevNetConfig",
+    "build_model",
+]

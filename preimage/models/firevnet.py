@@ -16,6 +16,8 @@ Deviations, and why:
 - The paper does not say what happens when a stage's feature map has odd height or width
   (28 -> 14 -> 7 on MNIST); we skip the squeeze there instead of padding, which keeps the
   network bijective.
+- A split that would leave the next stage a single channel it cannot squeeze is skipped (the
+  stage keeps all channels), so odd channel counts and odd sizes work.
 - The first squeeze is applied to the input itself, because a coupling layer needs at least two
   channels and MNIST has one.
 - Couplings alternate which half they change (``swap``), as RevNets alternate their streams.
@@ -193,7 +195,7 @@ class FiRevNet(InvertibleModule):
         if last:
             readout = DCTReadout if self.cfg.readout == "dct" else Flatten
             layers.append(readout((c, h, w)))
-        elif self.cfg.split:
+        elif self.cfg.split and (c - c // 2 >= 2 or (h % 2 == 0 and w % 2 == 0)):
             keep = c - c // 2
             layers.append(Split((c, h, w), self._stage((keep, h, w), stage + 1)))
         else:

@@ -15,11 +15,15 @@ from typing import Any
 from torch import nn
 
 from preimage.errors import ConfigError
+from preimage.models.baselines import CNN
 from preimage.models.firevnet import FiRevNet
 
 __all__ = ["MODELS", "build_model"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"fi-revnet": FiRevNet}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "cnn": CNN,
+    "fi-revnet": FiRevNet,
+}
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""
 
 

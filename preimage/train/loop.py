@@ -289,11 +289,35 @@ class Trainer:
         self.callbacks = tuple(callbacks)
         self.progress = progress
         self.model_class = type(model).__name__ if model_class is None else model_class
+        if self.context.is_distributed:
+            self._initialize_data_dependent_layers()
         self._train_module = self.context.wrap_model(_LossModule(self.model, self.loss_fn))
         self.history: list[dict[str, Any]] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.StepLR | None = None
         self.global_step = 0
+
+    @torch.no_grad()
+    def _initialize_data_dependent_layers(self) -> None:
+        """Run data-dependent initialisations (ActNorm) on the same batch in every process.
+
+        Outside DDP they happen on the first training batch. Under DDP each process would see a
+        different shard there and the replicas would start from different parameters, which
+        gradient averaging never repairs; so the first ``batch_size`` training samples, identical
+        on every rank, initialise them before the model is wrapped.
+        """
+        pending = [
+            m
+            for m in self.model.modules()
+            if isinstance(getattr(m, "initialized", None), Tensor) and not bool(m.initialized)
+        ]
+        if not pending:
+            return
+        was_training = self.model.training
+        self.model.train()
+        x = self.train_images[: self.config.batch_size].to(self.device)
+        model_logits(self.model, x)
+        self.model.train(was_training)
 
     @property
     def is_main_process(self) -> bool:

@@ -110,9 +110,15 @@ x = torch.rand(48, 1, 4, 4, generator=g)
 y = torch.randint(0, 3, (48,), generator=g)
 rank = int(__import__("os").environ["RANK"])
 torch.manual_seed(100 + rank)  # different inits: DDP must broadcast rank 0's weights
-model = nn.Sequential(
-    nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)
-)
+if len(sys.argv) > 4 and sys.argv[4] == "firevnet":
+    from preimage.models import FiRevNet
+
+    # ActNorm initialises itself from data: every replica must start from the same values.
+    model = FiRevNet((1, 4, 4), 3, stages=1, blocks_per_stage=2, hidden=4)
+else:
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)
+    )
 cfg = TrainConfig(epochs=1, batch_size=8, lr=0.05, max_shift=0, dequantize=False, device="cpu")
 # Rank 1 gets a directory of its own, which must stay unwritten.
 trainer = Trainer(model, (x, y), (x, y), cfg, out_dir=run_dir if rank == 0 else other_dir)
@@ -131,6 +137,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _torchrun(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        *args,
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_data_dependent_init_is_identical_on_every_rank(tmp_path: Path) -> None:
+    script = tmp_path / "ddp_script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    run_dir, dump = tmp_path / "run", tmp_path / "dump"
+    proc = _torchrun(script, str(run_dir), str(tmp_path / "other"), str(dump), "firevnet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    p0 = safetensors.torch.load_file(str(dump / "rank0.safetensors"))
+    p1 = safetensors.torch.load_file(str(dump / "rank1.safetensors"))
+    assert any(k.endswith("log_scale") for k in p0)
+    for k in p0:
+        assert torch.equal(p0[k], p1[k]), k
 
 
 def test_two_process_gloo_run(tmp_path: Path) -> None:

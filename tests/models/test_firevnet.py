@@ -1,0 +1,105 @@
+"""FiRevNet: shapes, read-outs, split/merge, clear errors. Invertibility is in test_properties."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from preimage.errors import ConfigError, ShapeError
+from preimage.models import FiRevNet, build_model
+from preimage.nn import Squeeze
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 8, 12), (3, 7, 9), (2, 6, 6), (5, 4, 10), (1, 28, 28), (3, 5, 4)]
+)
+def test_non_square_and_odd_shapes_round_trip(shape: tuple[int, ...]) -> None:
+    model = FiRevNet(shape, 3, stages=3, blocks_per_stage=1, hidden=8).eval()
+    x = torch.rand(4, *shape)
+    with torch.no_grad():
+        z, logdet = model(x)
+        assert z.shape == (4, x[0].numel())
+        assert float((model.inverse(z) - x).abs().max()) < 1e-5
+    assert logdet.shape == (4,)
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "match"),
+    [
+        ((1, 7, 7), {}, "channels"),
+        ((1, 28, 28, 1), {}, "inputs"),
+        ((1, 4, 4), {"num_classes": 17}, "num_classes"),
+        ((1, 4, 4), {"coupling": "magic"}, "coupling"),
+        ((1, 4, 4), {"readout": "last"}, "readout"),
+        ((1, 4, 4), {"depth": 3}, "unknown"),
+        ((1,), {}, "num_classes"),
+    ],
+)
+def test_refused_with_clear_errors(shape: tuple[int, ...], kwargs: dict, match: str) -> None:
+    num_classes = kwargs.pop("num_classes", 2 if shape != (1,) else 1)
+    with pytest.raises((ShapeError, ConfigError), match=match):
+        FiRevNet(shape, num_classes, **kwargs)
+
+
+def test_wrong_input_shape_is_a_shape_error() -> None:
+    model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=4)
+    with pytest.raises(ShapeError, match=r"\(batch, 1, 8, 8\)"):
+        model(torch.rand(2, 1, 28, 28))
+    with pytest.raises(ShapeError, match="codes of size 64"):
+        model.inverse(torch.rand(2, 10))
+
+
+def test_logits_split_merge_are_consistent() -> None:
+    model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=4).eval()
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        z, _ = model(x)
+        z_s, z_n = model.split(z)
+        assert z_s.shape == (3, 10) and z_n.shape == (3, 54)
+        assert torch.equal(model.logits(x), z_s)
+        assert torch.equal(model.merge(z_s, z_n), z)
+    with pytest.raises(ShapeError):
+        model.merge(z_s[:2], z_n)
+
+
+def test_dct_readout_puts_average_pooling_in_the_logits() -> None:
+    # Without ActNorm and 1x1 convolutions, additive couplings with zero-initialised
+    # sub-networks are the identity: the network is squeeze, squeeze, DCT read-out, and the
+    # logits are the DC components sqrt(H*W) * mean of the first four feature maps.
+    model = FiRevNet(
+        (1, 8, 8),
+        4,
+        stages=2,
+        blocks_per_stage=1,
+        hidden=4,
+        readout="dct",
+        split=False,
+        actnorm=False,
+        conv1x1=False,
+        coupling="additive",
+    ).double()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    squeeze = Squeeze()
+    features = squeeze(squeeze(x)[0])[0]
+    with torch.no_grad():
+        logits = model.logits(x)
+    assert torch.allclose(logits, 2.0 * features[:, :4].mean((2, 3)))
+
+
+def test_config_rebuilds_the_same_architecture() -> None:
+    model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=2, hidden=6, coupling="additive")
+    cfg = model.config
+    clone = build_model("fi-revnet", cfg.pop("in_shape"), cfg.pop("num_classes"), **cfg)
+    assert clone.load_state_dict(model.state_dict()) is not None
+    assert [n for n, _ in clone.named_parameters()] == [n for n, _ in model.named_parameters()]
+
+
+def test_dense_variant_for_vectors() -> None:
+    model = FiRevNet(
+        (100,), 2, stages=1, blocks_per_stage=4, hidden=16, coupling="additive", batch_norm=False
+    ).eval()
+    x = torch.randn(5, 100)
+    with torch.no_grad():
+        z, _ = model(x)
+        assert float((model.inverse(z) - x).abs().max()) < 1e-5
+    assert model.logits(x).shape == (5, 2)
