@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
+from preimage.models.iresnet import (
+    BitsPerDim,
+    IResNet,
+    IResNetConfig,
+    IResNetFlow,
+    IResNetFlowConfig,
+    build_iresnet_flow,
+)
 from preimage.models.registry import MODELS, build_model
 
 __all__ = [
     "CNN",
     "MODELS",
+    "BitsPerDim",
     "CNNConfig",
     "FiRevNet",
     "FiRevNetConfig",
+    "IResNet",
+    "IResNetConfig",
+    "IResNetFlow",
+    "IResNetFlowConfig",
+    "build_iresnet_flow",
     "build_model",
 ]

@@ -78,7 +78,8 @@ class InvertibleSequential(InvertibleModule):
         >>> x = torch.randn(3, 4, 5, 5)
         >>> with torch.no_grad():
         ...     y, logdet = f(x)
-        >>> float((f.inverse(y) - x).abs().max()) < 1e-5
+        ...     x_rec = f.inverse(y)
+        >>> float((x_rec - x).abs().max()) < 1e-5
         True
     """
 

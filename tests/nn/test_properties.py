@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load, save
 from torch import nn
 
-from preimage.models import FiRevNet
+from preimage.models import FiRevNet, IResNet, IResNetFlow
 from preimage.nn import (
     ActNorm,
     AdditiveCoupling,
@@ -118,6 +118,32 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
             readout="dct",
             split=False,
             coupling="additive",
+        ),
+        even_image_shape(),
+    ),
+    "iresnet-first": (
+        lambda s: IResNet(
+            s,
+            2,
+            readout="first",
+            stages=2,
+            blocks_per_stage=1,
+            hidden=4,
+            logdet="exact",
+            inverse_atol=0.0,
+            inverse_rtol=0.0,
+        ),
+        even_image_shape(),
+    ),
+    "iresnet-flow": (
+        lambda s: IResNetFlow(
+            s,
+            stages=2,
+            blocks_per_stage=1,
+            hidden=4,
+            logdet="exact",
+            inverse_atol=0.0,
+            inverse_rtol=0.0,
         ),
         even_image_shape(),
     ),
