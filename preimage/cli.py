@@ -146,7 +146,7 @@ def evaluate(run_dir: Path, data_dir: Path | None, device: str) -> None:
 
 @cli.command()
 @click.option("--out", type=_PATH, default=Path("runs/demo"), show_default=True)
-@click.option("--epochs", type=int, default=None, help="Epochs (default 30).")
+@click.option("--epochs", type=int, default=None, help="Epochs (default 20).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_device_option
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")

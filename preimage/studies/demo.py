@@ -35,7 +35,7 @@ class DemoConfig:
         model_options: FiRevNet options (default: the ``digits`` preset).
     """
 
-    epochs: int = 30
+    epochs: int = 20
     seed: int = 0
     device: str = "auto"
     progress: bool = True
