@@ -88,7 +88,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     created with mode ``0o666`` filtered by the process umask, like :func:`open` would.
 
     Args:
-        path: destination file; its parent folder must exist.
+        path: destination file; missing parent folders are created.
         data: the complete new content.
 
     Returns:
@@ -109,6 +109,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"cannot write file {path}: it is a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:

@@ -33,11 +33,9 @@ References:
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,7 @@ from torch import Tensor, nn
 
 import preimage
 from preimage.errors import CheckpointError
+from preimage.runs import atomic_write_bytes
 
 __all__ = [
     "FORMAT",
@@ -72,44 +71,6 @@ _TUPLE = "__tuple__"
 _ITEMS = "__items__"
 _DIGEST = "sha256"
 _MAX_HEADER = 100_000_000
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix.
-
-    The bytes go to a hidden temporary file in the same directory (same file system, so the
-    final rename is atomic), which is flushed and ``fsync``-ed before :func:`os.replace`; the
-    directory is ``fsync``-ed afterwards where the platform allows. Parent directories are
-    created. On failure the temporary file is removed and the error propagates.
-
-    Args:
-        path: destination file.
-        data: complete new content.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp())
-        >>> atomic_write_bytes(d / "a" / "x.txt", b"hello").read_bytes()
-        b'hello'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-    return path
 
 
 def save_checkpoint(
@@ -454,19 +415,6 @@ def _map_tensors(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, tuple):
         return tuple(_map_tensors(v, device) for v in obj)
     return obj
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform (e.g. Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _few(items: list[str], limit: int = 5) -> str:

@@ -177,26 +177,7 @@ def test_two_process_gloo_run(tmp_path: Path) -> None:
     script = tmp_path / "ddp_script.py"
     script.write_text(textwrap.dedent(SCRIPT))
     run_dir, other_dir, dump = tmp_path / "run", tmp_path / "rank1_dir", tmp_path / "dump"
-    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(script),
-        str(run_dir),
-        str(other_dir),
-        str(dump),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = _torchrun(script, str(run_dir), str(other_dir), str(dump))
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # Rank 0 alone wrote the run files.
