@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from preimage.analysis.invariance import classification_error
 from preimage.data import load_dataset
 from preimage.errors import CheckpointError, ConfigError
 from preimage.losses import IndependenceCrossEntropy
@@ -45,6 +46,7 @@ from preimage.models import MODELS, FiRevNet, build_model
 from preimage.report import Report
 from preimage.report.plots import save_figure
 from preimage.runs import RunDir
+from preimage.studies.base import StudyConfig
 from preimage.train import (
     TrainConfig,
     Trainer,
@@ -55,17 +57,28 @@ from preimage.train import (
 )
 
 __all__ = [
+    "MNIST_PAPER",
+    "MNIST_SMOKE",
     "OBJECTIVES",
+    "IceStudyConfig",
+    "MnistStudyConfig",
     "Target",
     "TrainedModel",
     "add_figure",
     "different_label_pairs",
+    "error_on",
     "fallback_classifier",
     "finish_report",
     "firevnet_options",
     "load_mnist_subset",
+    "load_study_data",
+    "objective_models",
     "obtain_firevnet",
     "obtain_plain_classifier",
+    "start_run",
+    "study_firevnet",
+    "study_firevnet_options",
+    "study_train_config",
     "subset",
     "target_metrics",
     "train_config",
@@ -73,6 +86,125 @@ __all__ = [
 
 OBJECTIVES: tuple[str, ...] = ("ce", "ice")
 """Training objectives: cross-entropy and independence cross-entropy."""
+
+
+@dataclass(frozen=True)
+class MnistStudyConfig(StudyConfig):
+    """Fields shared by the MNIST invariance studies (defaults: the ``cpu`` budget).
+
+    Subclasses add their own fields after these and may change the defaults.
+
+    Attributes:
+        n_train: MNIST training images (``None``: all 60k).
+        n_test: MNIST test images (``None``: all 10k).
+        train_split: ``"train"``; the smoke budget trains on part of the test split (see
+            :func:`load_mnist_subset`).
+        epochs: training epochs of each model (paper: 100).
+        lr_step: epochs between learning-rate decays (paper: 30).
+        stages: fi-RevNet stages (paper: 3).
+        blocks_per_stage: RevNet blocks per stage (paper: 16).
+        hidden: filters per coupling layer (paper: 128).
+
+    Example:
+        >>> MnistStudyConfig.for_budget("smoke", **MNIST_SMOKE).train_split
+        'test'
+    """
+
+    n_train: int | None = None
+    n_test: int | None = None
+    train_split: str = "train"
+    epochs: int = 10
+    lr_step: int = 4
+    stages: int = 3
+    blocks_per_stage: int = 2
+    hidden: int = 32
+
+
+@dataclass(frozen=True)
+class IceStudyConfig(MnistStudyConfig):
+    """:class:`MnistStudyConfig` of the studies that train fi-RevNets with CE and with iCE.
+
+    Attributes:
+        nuisance_hidden: units of the iCE nuisance classifier (paper: 512).
+
+    Example:
+        >>> IceStudyConfig().nuisance_hidden
+        512
+    """
+
+    nuisance_hidden: int = 512
+
+
+MNIST_SMOKE: dict[str, Any] = {
+    "n_train": 384,
+    "n_test": 256,
+    "train_split": "test",
+    "epochs": 1,
+    "lr_step": 1,
+    "blocks_per_stage": 1,
+    "hidden": 8,
+}
+"""``smoke`` overrides of the :class:`MnistStudyConfig` fields shared by every MNIST study."""
+
+MNIST_PAPER: dict[str, Any] = {
+    "epochs": 100,
+    "lr_step": 30,
+    "blocks_per_stage": 16,
+    "hidden": 128,
+}
+"""``paper`` overrides of the :class:`MnistStudyConfig` fields (appendix D.2)."""
+
+
+def start_run(
+    config: StudyConfig, name: str, argv: Sequence[str] | None, out_dir: str | os.PathLike[str]
+) -> tuple[RunDir, torch.device]:
+    """Open the run directory of study ``name``, write its config and resolve the device."""
+    run = RunDir(out_dir)
+    run.write_config(asdict(config), argv=argv, seed=config.seed, command=f"run {name}")
+    return run, resolve_device(config.device)
+
+
+def load_study_data(
+    config: MnistStudyConfig,
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The MNIST train and test subsets that ``config`` asks for (see :func:`load_mnist_subset`)."""
+    return load_mnist_subset(
+        config.data_dir,
+        config.n_train,
+        config.n_test,
+        config.seed,
+        train_split=config.train_split,
+    )
+
+
+def study_train_config(config: MnistStudyConfig, *, max_shift: int = 3) -> TrainConfig:
+    """The paper's recipe with the length, decay step, seed and device of ``config``."""
+    return train_config(
+        config.epochs,
+        seed=config.seed,
+        device=config.device,
+        lr_step=config.lr_step,
+        max_shift=max_shift,
+    )
+
+
+def study_firevnet_options(config: MnistStudyConfig) -> dict[str, Any]:
+    """FiRevNet options with the sizes of ``config``."""
+    return firevnet_options(config.stages, config.blocks_per_stage, config.hidden)
+
+
+def error_on(
+    fn: Callable[[Tensor], Tensor], data: tuple[Tensor, Tensor], device: torch.device
+) -> float:
+    """Classification error of ``fn`` on ``(images, labels)`` moved to ``device``.
+
+    Example:
+        >>> import torch
+        >>> x, y = torch.eye(3), torch.tensor([0, 1, 0])
+        >>> round(error_on(lambda t: t, (x, y), torch.device("cpu")), 4)
+        0.3333
+    """
+    return classification_error(fn, data[0].to(device), data[1].to(device))
 
 
 @dataclass
@@ -290,6 +422,33 @@ def obtain_firevnet(
     return TrainedModel(model.eval(), trainer.history, path, False)
 
 
+def study_firevnet(
+    run: RunDir,
+    config: MnistStudyConfig,
+    name: str,
+    objective: str,
+    data: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]],
+    train_settings: TrainConfig,
+    *,
+    model_dir: str | None,
+    nuisance_hidden: int = 512,
+) -> TrainedModel:
+    """:func:`obtain_firevnet` with the network sizes and progress setting of ``config``."""
+    train, test = data
+    return obtain_firevnet(
+        run,
+        name,
+        objective,
+        train,
+        test,
+        model_options=study_firevnet_options(config),
+        config=train_settings,
+        nuisance_hidden=nuisance_hidden,
+        model_dir=model_dir,
+        progress=config.progress,
+    )
+
+
 def fallback_classifier(in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A small ReLU MLP on raw pixels, used when no ``cnn`` baseline is registered.
 
@@ -406,3 +565,33 @@ def finish_report(
     print(title)
     for t in targets:
         print(f"  {t.name:40s} {t.value:12.6g}  goal {t.goal:14s} {'met' if t.met else 'MISSED'}")
+
+
+def objective_models(
+    run: RunDir,
+    config: IceStudyConfig,
+    data: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]],
+    train_settings: TrainConfig,
+    *,
+    model_dir: str | None,
+    prefix: str = "",
+) -> Iterator[tuple[str, TrainedModel]]:
+    """``(objective, model)`` for each of :data:`OBJECTIVES`, saved as ``prefix + objective``.
+
+    Each model is trained (or reloaded) only when the iteration reaches it, so a study that
+    evaluates one objective before the next keeps that order.
+    """
+    for objective in OBJECTIVES:
+        yield (
+            objective,
+            study_firevnet(
+                run,
+                config,
+                f"{prefix}{objective}",
+                objective,
+                data,
+                train_settings,
+                model_dir=model_dir,
+                nuisance_hidden=config.nuisance_hidden,
+            ),
+        )

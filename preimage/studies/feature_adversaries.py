@@ -36,42 +36,22 @@ from typing import Any, ClassVar
 
 import torch
 
-from preimage.analysis.invariance import classification_error
 from preimage.attacks import LogitMetamer, metameric_sample
 from preimage.report import Report, plots
-from preimage.runs import RunDir
-from preimage.studies._invariance_common import (
-    Target,
-    add_figure,
-    different_label_pairs,
-    finish_report,
-    firevnet_options,
-    load_mnist_subset,
-    obtain_firevnet,
-    obtain_plain_classifier,
-    target_metrics,
-    train_config,
-)
-from preimage.studies.base import StudyConfig
-from preimage.train import resolve_device
+from preimage.studies import _invariance_common as common
 
 __all__ = ["Config", "run"]
 
 
 @dataclass(frozen=True)
-class Config(StudyConfig):
+class Config(common.MnistStudyConfig):
     """Settings of the feature-adversaries study (defaults: the ``cpu`` budget).
 
+    The MNIST, network and schedule fields are those of
+    :class:`~preimage.studies._invariance_common.MnistStudyConfig`; ``epochs`` and ``lr_step``
+    apply to the fi-RevNet and to the CNN.
+
     Attributes:
-        n_train: MNIST training images (``None``: all).
-        n_test: MNIST test images (``None``: all).
-        train_split: ``"train"``; the smoke budget trains on part of the test split (see
-            :func:`~preimage.studies._invariance_common.load_mnist_subset`).
-        epochs: training epochs of the fi-RevNet and of the CNN.
-        lr_step: epochs between learning-rate decays.
-        stages: fi-RevNet stages.
-        blocks_per_stage: RevNet blocks per stage.
-        hidden: filters per coupling layer.
         cnn_width: channels of the CNN's first stage.
         n_images: image pairs attacked.
         steps: LogitMetamer's step limit (paper: 3000).
@@ -81,14 +61,8 @@ class Config(StudyConfig):
         model_dir: a previous run directory whose ``checkpoints/ce`` to reuse.
     """
 
-    n_train: int | None = None
-    n_test: int | None = None
-    train_split: str = "train"
     epochs: int = 8
     lr_step: int = 3
-    stages: int = 3
-    blocks_per_stage: int = 2
-    hidden: int = 32
     cnn_width: int = 32
     n_images: int = 16
     steps: int = 3000
@@ -99,26 +73,14 @@ class Config(StudyConfig):
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "n_train": 384,
-            "n_test": 256,
-            "train_split": "test",
-            "epochs": 1,
-            "lr_step": 1,
-            "blocks_per_stage": 1,
-            "hidden": 8,
+            **common.MNIST_SMOKE,
             "cnn_width": 8,
             "n_images": 4,
             "steps": 60,
             "timing_repeats": 3,
         },
         "cpu": {},
-        "paper": {
-            "epochs": 100,
-            "lr_step": 30,
-            "blocks_per_stage": 16,
-            "hidden": 128,
-            "n_images": 64,
-        },
+        "paper": {**common.MNIST_PAPER, "n_images": 64},
     }
 
 
@@ -131,34 +93,14 @@ def run(
         >>> Config.for_budget("paper").steps
         3000
     """
-    run_dir = RunDir(out_dir)
-    run_dir.write_config(
-        asdict(config), argv=argv, seed=config.seed, command="run feature-adversaries"
-    )
-    device = resolve_device(config.device)
-    train, test = load_mnist_subset(
-        config.data_dir,
-        config.n_train,
-        config.n_test,
-        config.seed,
-        train_split=config.train_split,
-    )
-    tcfg = train_config(
-        config.epochs, seed=config.seed, device=config.device, lr_step=config.lr_step
-    )
-    trained = obtain_firevnet(
-        run_dir,
-        "ce",
-        "ce",
-        train,
-        test,
-        model_options=firevnet_options(config.stages, config.blocks_per_stage, config.hidden),
-        config=tcfg,
-        model_dir=config.model_dir,
-        progress=config.progress,
+    run_dir, device = common.start_run(config, "feature-adversaries", argv, out_dir)
+    train, test = common.load_study_data(config)
+    tcfg = common.study_train_config(config)
+    trained = common.study_firevnet(
+        run_dir, config, "ce", "ce", (train, test), tcfg, model_dir=config.model_dir
     )
     revnet = trained.model
-    cnn, arch, _ = obtain_plain_classifier(
+    cnn, arch, _ = common.obtain_plain_classifier(
         run_dir,
         "cnn",
         train,
@@ -167,13 +109,13 @@ def run(
         model_options={"width": config.cnn_width},
         progress=config.progress,
     )
-    x_test, y_test = test[0].to(device), test[1].to(device)
+    x_test = test[0].to(device)
     metrics: dict[str, Any] = {
         "baseline_architecture": arch,
-        "firevnet_test_error": classification_error(revnet.logits, x_test, y_test),
-        "baseline_test_error": classification_error(cnn, x_test, y_test),
+        "firevnet_test_error": common.error_on(revnet.logits, test, device),
+        "baseline_test_error": common.error_on(cnn, test, device),
     }
-    idx_src, idx_tgt = different_label_pairs(test[1], config.n_images, config.seed + 5)
+    idx_src, idx_tgt = common.different_label_pairs(test[1], config.n_images, config.seed + 5)
     source, target = x_test[idx_src.to(device)], x_test[idx_tgt.to(device)]
 
     attack = LogitMetamer(steps=config.steps, lr=config.lr, tol=config.tol)
@@ -226,7 +168,7 @@ def run(
         row_labels=["source", "target", f"LM {arch}", "LM fi-RevNet", "analytic"],
         title="logit metamers: optimised (LM) and analytic",
     )
-    add_figure(
+    common.add_figure(
         report,
         run_dir,
         fig,
@@ -243,24 +185,26 @@ def run(
         title="LogitMetamer convergence",
         logy=True,
     )
-    add_figure(report, run_dir, fig, "logitmetamer_convergence", "Mean logit MSE per step.")
+    common.add_figure(report, run_dir, fig, "logitmetamer_convergence", "Mean logit MSE per step.")
     targets = [
-        Target(
+        common.Target(
             "analytic_logit_mse",
             metrics["analytic_logit_mse"],
             "<= 1e-4",
             metrics["analytic_logit_mse"] <= 1e-4,
         ),
-        Target(
+        common.Target(
             "logitmetamer_reaches_tol",
             metrics["logitmetamer_firevnet_success_rate"],
             "= 1",
             metrics["logitmetamer_firevnet_success_rate"] == 1.0,
         ),
-        Target("speedup_firevnet", ratio, ">= 1000", ratio >= 1000),
+        common.Target("speedup_firevnet", ratio, ">= 1000", ratio >= 1000),
     ]
-    metrics.update(target_metrics(targets))
+    metrics.update(common.target_metrics(targets))
     run_dir.write_metrics(metrics)
-    finish_report(report, run_dir, "feature-adversaries: targets", metrics, targets, asdict(config))
+    common.finish_report(
+        report, run_dir, "feature-adversaries: targets", metrics, targets, asdict(config)
+    )
     print(f"  wall-time ratio LogitMetamer / analytic metamer: {ratio:.0f}x")
     return metrics

@@ -39,44 +39,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from preimage.analysis.invariance import classification_error
 from preimage.attacks import ClassifierOracle, interpolate_nuisance, metamer_grid, metameric_sample
 from preimage.report import Report, plots
-from preimage.runs import RunDir
-from preimage.studies._invariance_common import (
-    OBJECTIVES,
-    Target,
-    add_figure,
-    different_label_pairs,
-    finish_report,
-    firevnet_options,
-    load_mnist_subset,
-    obtain_firevnet,
-    obtain_plain_classifier,
-    target_metrics,
-    train_config,
-)
-from preimage.studies.base import StudyConfig
-from preimage.train import resolve_device
+from preimage.studies import _invariance_common as common
 
 __all__ = ["Config", "run"]
 
 
 @dataclass(frozen=True)
-class Config(StudyConfig):
+class Config(common.IceStudyConfig):
     """Settings of the metamers study (defaults: the ``cpu`` budget).
 
+    The MNIST, network, schedule and ``nuisance_hidden`` fields are those of
+    :class:`~preimage.studies._invariance_common.IceStudyConfig`.
+
     Attributes:
-        n_train: MNIST training images (``None``: all).
-        n_test: MNIST test images (``None``: all).
-        train_split: ``"train"``; the smoke budget trains on part of the test split (see
-            :func:`~preimage.studies._invariance_common.load_mnist_subset`).
-        epochs: training epochs of each fi-RevNet (paper: 100).
-        lr_step: epochs between learning-rate decays (paper: 30).
-        stages: fi-RevNet stages.
-        blocks_per_stage: RevNet blocks per stage (paper: 16).
-        hidden: filters per coupling layer (paper: 128).
-        nuisance_hidden: units of the iCE nuisance classifier (paper: 512).
         oracle_epochs: training epochs of the pixel-space oracle classifier.
         oracle_width: channels of the oracle CNN's first stage.
         n_pairs: metamer pairs with different labels to store and judge.
@@ -85,15 +62,6 @@ class Config(StudyConfig):
         model_dir: a previous run directory whose ``checkpoints/ce`` and ``ice`` to reuse.
     """
 
-    n_train: int | None = None
-    n_test: int | None = None
-    train_split: str = "train"
-    epochs: int = 10
-    lr_step: int = 4
-    stages: int = 3
-    blocks_per_stage: int = 2
-    hidden: int = 32
-    nuisance_hidden: int = 512
     oracle_epochs: int = 3
     oracle_width: int = 32
     n_pairs: int = 2000
@@ -103,13 +71,7 @@ class Config(StudyConfig):
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "n_train": 384,
-            "n_test": 256,
-            "train_split": "test",
-            "epochs": 1,
-            "lr_step": 1,
-            "blocks_per_stage": 1,
-            "hidden": 8,
+            **common.MNIST_SMOKE,
             "nuisance_hidden": 32,
             "oracle_epochs": 1,
             "oracle_width": 8,
@@ -118,14 +80,7 @@ class Config(StudyConfig):
             "interpolation_steps": 4,
         },
         "cpu": {},
-        "paper": {
-            "epochs": 100,
-            "lr_step": 30,
-            "blocks_per_stage": 16,
-            "hidden": 128,
-            "oracle_epochs": 10,
-            "n_pairs": 10_000,
-        },
+        "paper": {**common.MNIST_PAPER, "oracle_epochs": 10, "n_pairs": 10_000},
     }
 
 
@@ -146,20 +101,9 @@ def run(
         >>> Config.for_budget("smoke").n_pairs
         64
     """
-    run_dir = RunDir(out_dir)
-    run_dir.write_config(asdict(config), argv=argv, seed=config.seed, command="run metamers-mnist")
-    device = resolve_device(config.device)
-    train, test = load_mnist_subset(
-        config.data_dir,
-        config.n_train,
-        config.n_test,
-        config.seed,
-        train_split=config.train_split,
-    )
-    tcfg = train_config(
-        config.epochs, seed=config.seed, device=config.device, lr_step=config.lr_step
-    )
-    options = firevnet_options(config.stages, config.blocks_per_stage, config.hidden)
+    run_dir, device = common.start_run(config, "metamers-mnist", argv, out_dir)
+    train, test = common.load_study_data(config)
+    tcfg = common.study_train_config(config)
     report = Report("Metameric sampling on MNIST: CE vs iCE")
     report.add_text(
         "Metamers x_met = F^-1(z_s(a), z_n(b)) have exactly the logits of a (the semantic "
@@ -168,12 +112,14 @@ def run(
         "looks like (invariance-based adversarial examples); iCE-trained ones should keep the "
         "semantic class. Metamers are clipped to [0, 1] before they are judged and stored."
     )
-    oracle_model, oracle_arch, _ = obtain_plain_classifier(
+    oracle_model, oracle_arch, _ = common.obtain_plain_classifier(
         run_dir,
         "oracle",
         train,
         test,
-        config=train_config(config.oracle_epochs, seed=config.seed + 11, device=config.device),
+        config=common.train_config(
+            config.oracle_epochs, seed=config.seed + 11, device=config.device
+        ),
         model_options={"width": config.oracle_width},
         progress=config.progress,
     )
@@ -181,28 +127,18 @@ def run(
     x_test, y_test = test[0].to(device), test[1].to(device)
     metrics: dict[str, Any] = {
         "oracle_architecture": oracle_arch,
-        "oracle_test_error": classification_error(oracle_model, x_test, y_test),
+        "oracle_test_error": common.error_on(oracle_model, test, device),
     }
-    idx_i, idx_j = different_label_pairs(test[1], config.n_pairs, config.seed + 3)
+    idx_i, idx_j = common.different_label_pairs(test[1], config.n_pairs, config.seed + 3)
     x_sem, x_nui = x_test[idx_i.to(device)], x_test[idx_j.to(device)]
     y_sem, y_nui = y_test[idx_i.to(device)], y_test[idx_j.to(device)]
     arrays: dict[str, np.ndarray] = {}
     rows = []
     grid_sem = x_test[_one_per_class(test[1], config.grid_size, 0).to(device)]
     grid_nui = x_test[_one_per_class(test[1], config.grid_size, 5).to(device)]
-    for objective in OBJECTIVES:
-        trained = obtain_firevnet(
-            run_dir,
-            objective,
-            objective,
-            train,
-            test,
-            model_options=options,
-            config=tcfg,
-            nuisance_hidden=config.nuisance_hidden,
-            model_dir=config.model_dir,
-            progress=config.progress,
-        )
+    for objective, trained in common.objective_models(
+        run_dir, config, (train, test), tcfg, model_dir=config.model_dir
+    ):
         model = trained.model
         name = objective.upper()
         raw = torch.cat(
@@ -217,7 +153,7 @@ def run(
         semantic_rate = float((judged == y_sem).float().mean())
         metrics.update(
             {
-                f"{objective}_logit_test_error": classification_error(model.logits, x_test, y_test),
+                f"{objective}_logit_test_error": common.error_on(model.logits, test, device),
                 f"{objective}_oracle_nuisance_class_rate": nuisance_rate,
                 f"{objective}_oracle_semantic_class_rate": semantic_rate,
                 f"{objective}_clipped_fraction": float(((raw - x_met).abs() > 0.05).float().mean()),
@@ -251,7 +187,7 @@ def run(
             predicted=oracle(flat).reshape(grid.shape[:2]).cpu(),
             title=f"{name}: metamers (corner: oracle's class; the model predicts the row's class)",
         )
-        add_figure(
+        common.add_figure(
             report,
             run_dir,
             fig,
@@ -270,7 +206,7 @@ def run(
             + ["target"],
             title=f"{name}: z_s kept, z_n interpolated to the target's nuisance (figure 7)",
         )
-        add_figure(
+        common.add_figure(
             report,
             run_dir,
             fig,
@@ -286,20 +222,22 @@ def run(
         f"{100 * metrics['oracle_test_error']:.2f}%. Arrays in metamers.npz."
     )
     targets = [
-        Target(
+        common.Target(
             "ce_oracle_nuisance_class_rate",
             metrics["ce_oracle_nuisance_class_rate"],
             "> semantic rate",
             metrics["ce_oracle_nuisance_class_rate"] > metrics["ce_oracle_semantic_class_rate"],
         ),
-        Target(
+        common.Target(
             "ice_oracle_semantic_class_rate",
             metrics["ice_oracle_semantic_class_rate"],
             "> nuisance rate",
             metrics["ice_oracle_semantic_class_rate"] > metrics["ice_oracle_nuisance_class_rate"],
         ),
     ]
-    metrics.update(target_metrics(targets))
+    metrics.update(common.target_metrics(targets))
     run_dir.write_metrics(metrics)
-    finish_report(report, run_dir, "metamers-mnist: targets", metrics, targets, asdict(config))
+    common.finish_report(
+        report, run_dir, "metamers-mnist: targets", metrics, targets, asdict(config)
+    )
     return metrics

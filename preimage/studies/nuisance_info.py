@@ -24,82 +24,40 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from preimage.analysis.invariance import classification_error, train_nuisance_classifier
+from preimage.analysis.invariance import train_nuisance_classifier
 from preimage.report import Report, plots
-from preimage.runs import RunDir
-from preimage.studies._invariance_common import (
-    OBJECTIVES,
-    Target,
-    add_figure,
-    finish_report,
-    firevnet_options,
-    load_mnist_subset,
-    obtain_firevnet,
-    subset,
-    target_metrics,
-    train_config,
-)
-from preimage.studies.base import StudyConfig
-from preimage.train import resolve_device
+from preimage.studies import _invariance_common as common
 
 __all__ = ["Config", "run"]
 
 
 @dataclass(frozen=True)
-class Config(StudyConfig):
+class Config(common.IceStudyConfig):
     """Settings of the nuisance-information study (defaults: the ``cpu`` budget).
 
+    The MNIST, network, schedule and ``nuisance_hidden`` fields are those of
+    :class:`~preimage.studies._invariance_common.IceStudyConfig`; ``nuisance_hidden`` sizes the
+    post-hoc nuisance classifier too.
+
     Attributes:
-        n_train: MNIST training images (``None``: all 60k).
-        n_test: MNIST test images (``None``: all 10k).
-        train_split: ``"train"``; the smoke budget trains on part of the test split (see
-            :func:`~preimage.studies._invariance_common.load_mnist_subset`).
-        epochs: training epochs of each fi-RevNet (paper: 100).
-        lr_step: epochs between learning-rate decays (paper: 30).
-        stages: fi-RevNet stages (paper: 3).
-        blocks_per_stage: RevNet blocks per stage (paper: 16).
-        hidden: filters per coupling layer (paper: 128).
-        nuisance_hidden: units of the nuisance classifiers (paper: 512).
         nuisance_epochs: epochs of the post-hoc nuisance classifier.
         n_train_error: training images the train errors are measured on.
         model_dir: a previous run directory whose ``checkpoints/ce`` and ``ice`` to reuse.
     """
 
-    n_train: int | None = None
-    n_test: int | None = None
-    train_split: str = "train"
-    epochs: int = 10
-    lr_step: int = 4
-    stages: int = 3
-    blocks_per_stage: int = 2
-    hidden: int = 32
-    nuisance_hidden: int = 512
     nuisance_epochs: int = 10
     n_train_error: int = 10_000
     model_dir: str | None = None
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "n_train": 384,
-            "n_test": 256,
-            "train_split": "test",
-            "epochs": 1,
-            "lr_step": 1,
-            "blocks_per_stage": 1,
-            "hidden": 8,
+            **common.MNIST_SMOKE,
             "nuisance_hidden": 32,
             "nuisance_epochs": 2,
             "n_train_error": 256,
         },
         "cpu": {},
-        "paper": {
-            "epochs": 100,
-            "lr_step": 30,
-            "blocks_per_stage": 16,
-            "hidden": 128,
-            "nuisance_epochs": 30,
-            "n_train_error": 60_000,
-        },
+        "paper": {**common.MNIST_PAPER, "nuisance_epochs": 30, "n_train_error": 60_000},
     }
 
 
@@ -112,21 +70,10 @@ def run(
         >>> Config.for_budget("paper").blocks_per_stage
         16
     """
-    run_dir = RunDir(out_dir)
-    run_dir.write_config(asdict(config), argv=argv, seed=config.seed, command="run nuisance-info")
-    device = resolve_device(config.device)
-    train, test = load_mnist_subset(
-        config.data_dir,
-        config.n_train,
-        config.n_test,
-        config.seed,
-        train_split=config.train_split,
-    )
-    train_eval = subset(train, config.n_train_error, config.seed + 2)
-    tcfg = train_config(
-        config.epochs, seed=config.seed, device=config.device, lr_step=config.lr_step
-    )
-    options = firevnet_options(config.stages, config.blocks_per_stage, config.hidden)
+    run_dir, device = common.start_run(config, "nuisance-info", argv, out_dir)
+    train, test = common.load_study_data(config)
+    train_eval = common.subset(train, config.n_train_error, config.seed + 2)
+    tcfg = common.study_train_config(config)
     report = Report("Label information in the nuisance variables (table 2)")
     report.add_text(
         f"Two fi-RevNets ({config.stages} stages x {config.blocks_per_stage} blocks, "
@@ -138,24 +85,12 @@ def run(
     )
     metrics: dict[str, Any] = {"n_train": int(train[0].shape[0]), "n_test": int(test[0].shape[0])}
     rows = []
-    for objective in OBJECTIVES:
-        trained = obtain_firevnet(
-            run_dir,
-            objective,
-            objective,
-            train,
-            test,
-            model_options=options,
-            config=tcfg,
-            nuisance_hidden=config.nuisance_hidden,
-            model_dir=config.model_dir,
-            progress=config.progress,
-        )
+    for objective, trained in common.objective_models(
+        run_dir, config, (train, test), tcfg, model_dir=config.model_dir
+    ):
         model = trained.model
-        logit_test = classification_error(model.logits, test[0].to(device), test[1].to(device))
-        logit_train = classification_error(
-            model.logits, train_eval[0].to(device), train_eval[1].to(device)
-        )
+        logit_test = common.error_on(model.logits, test, device)
+        logit_train = common.error_on(model.logits, train_eval, device)
         readout = train_nuisance_classifier(
             model,
             train,
@@ -185,7 +120,7 @@ def run(
         )
         if trained.history:
             fig = plots.training_curves(trained.history)
-            add_figure(
+            common.add_figure(
                 report, run_dir, fig, f"training_{objective}", f"{objective.upper()} training."
             )
     report.add_heading("Table 2")
@@ -200,21 +135,23 @@ def run(
     gap = abs(metrics["ice_logit_test_error"] - metrics["ce_logit_test_error"])
     metrics["logit_error_gap_points"] = 100 * gap
     targets = [
-        Target(
+        common.Target(
             "ce_nuisance_test_error",
             metrics["ce_nuisance_test_error"],
             "<= 0.05",
             metrics["ce_nuisance_test_error"] <= 0.05,
         ),
-        Target(
+        common.Target(
             "ice_nuisance_test_error",
             metrics["ice_nuisance_test_error"],
             ">= 0.20",
             metrics["ice_nuisance_test_error"] >= 0.20,
         ),
-        Target("logit_error_gap_points", 100 * gap, "<= 0.5", 100 * gap <= 0.5),
+        common.Target("logit_error_gap_points", 100 * gap, "<= 0.5", 100 * gap <= 0.5),
     ]
-    metrics.update(target_metrics(targets))
+    metrics.update(common.target_metrics(targets))
     run_dir.write_metrics(metrics)
-    finish_report(report, run_dir, "nuisance-info: targets", metrics, targets, asdict(config))
+    common.finish_report(
+        report, run_dir, "nuisance-info: targets", metrics, targets, asdict(config)
+    )
     return metrics

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from preimage.studies.shiftmnist_common import PAPER, SMOKE, ShiftConfig, run_shift
+from preimage.studies.shiftmnist_common import ShiftConfig, run_shift
 
 __all__ = ["MIN_GAIN_POINTS", "Config", "run"]
 
@@ -34,8 +34,6 @@ class Config(ShiftConfig):
         >>> Config.for_budget("smoke").epochs, Config.for_budget("paper").blocks_per_stage
         (1, 16)
     """
-
-    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": SMOKE, "cpu": {}, "paper": PAPER}
 
 
 def run(

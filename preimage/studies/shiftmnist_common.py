@@ -26,29 +26,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from preimage.analysis.invariance import classification_error
 from preimage.data import load_textures, make_shiftmnist
 from preimage.report import Report, plots
-from preimage.runs import RunDir
-from preimage.studies._invariance_common import (
-    Target,
-    add_figure,
-    finish_report,
-    firevnet_options,
-    load_mnist_subset,
-    obtain_firevnet,
-    obtain_plain_classifier,
-    subset,
-    target_metrics,
-    train_config,
-)
-from preimage.studies.base import StudyConfig
-from preimage.train import resolve_device
+from preimage.studies import _invariance_common as common
 
 __all__ = ["PAPER", "PAPER_RESULTS", "SMOKE", "ShiftConfig", "load_shift_splits", "run_shift"]
 
@@ -58,22 +43,26 @@ PAPER_RESULTS: dict[str, dict[str, tuple[float, float]]] = {
 }
 """Figure 8: (D_train error %, D_adv error %) of the CE ResNet, CE and iCE fi-RevNets."""
 
+SMOKE: dict[str, Any] = {
+    **common.MNIST_SMOKE,
+    "nuisance_hidden": 32,
+    "cnn_width": 8,
+    "n_train_error": 256,
+}
+"""Overrides of the ``smoke`` budget shared by both variants."""
+PAPER: dict[str, Any] = {**common.MNIST_PAPER, "n_train_error": 60_000}
+"""Overrides of the ``paper`` budget (appendix D.2 architecture and schedule)."""
+
 
 @dataclass(frozen=True)
-class ShiftConfig(StudyConfig):
+class ShiftConfig(common.IceStudyConfig):
     """Settings shared by both shiftMNIST studies (defaults: the ``cpu`` budget).
 
+    The MNIST, network, schedule and ``nuisance_hidden`` fields are those of
+    :class:`~preimage.studies._invariance_common.IceStudyConfig` (``n_test`` images make both
+    the held-out and the adversarial split); the budgets are :data:`SMOKE` and :data:`PAPER`.
+
     Attributes:
-        n_train: training images (``None``: all 60k).
-        n_test: test images for the held-out and the adversarial splits (``None``: all 10k).
-        train_split: ``"train"``; the smoke budget trains on part of the MNIST test split (see
-            :func:`~preimage.studies._invariance_common.load_mnist_subset`).
-        epochs: training epochs of every model.
-        lr_step: epochs between learning-rate decays.
-        stages: fi-RevNet stages.
-        blocks_per_stage: RevNet blocks per stage.
-        hidden: filters per coupling layer.
-        nuisance_hidden: units of the iCE nuisance classifier (paper: 512).
         cnn_width: channels of the baseline CNN's first stage.
         n_train_error: training images the D_train error is measured on.
         texture_dir: a Describable Textures Dataset folder (texture variant; ``None``: the
@@ -81,53 +70,19 @@ class ShiftConfig(StudyConfig):
         model_dir: a previous run directory whose checkpoints to reuse.
     """
 
-    n_train: int | None = None
-    n_test: int | None = None
-    train_split: str = "train"
     epochs: int = 8
     lr_step: int = 3
-    stages: int = 3
-    blocks_per_stage: int = 2
-    hidden: int = 32
-    nuisance_hidden: int = 512
     cnn_width: int = 32
     n_train_error: int = 10_000
     texture_dir: str | None = None
     model_dir: str | None = None
 
-
-SMOKE: dict[str, Any] = {
-    "n_train": 384,
-    "n_test": 256,
-    "train_split": "test",
-    "epochs": 1,
-    "lr_step": 1,
-    "blocks_per_stage": 1,
-    "hidden": 8,
-    "nuisance_hidden": 32,
-    "cnn_width": 8,
-    "n_train_error": 256,
-}
-"""Overrides of the ``smoke`` budget shared by both variants."""
-PAPER: dict[str, Any] = {
-    "epochs": 100,
-    "lr_step": 30,
-    "blocks_per_stage": 16,
-    "hidden": 128,
-    "n_train_error": 60_000,
-}
-"""Overrides of the ``paper`` budget (appendix D.2 architecture and schedule)."""
+    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": SMOKE, "cpu": {}, "paper": PAPER}
 
 
 def load_shift_splits(config: ShiftConfig, variant: str) -> dict[str, tuple[Tensor, Tensor]]:
     """``train``, ``test`` (held-out :math:`\\mathcal{D}_{Train}`) and ``adv`` splits."""
-    (x_tr, y_tr), (x_te, y_te) = load_mnist_subset(
-        config.data_dir,
-        config.n_train,
-        config.n_test,
-        config.seed,
-        train_split=config.train_split,
-    )
+    (x_tr, y_tr), (x_te, y_te) = common.load_study_data(config)
     bank = load_textures(config.texture_dir, seed=config.seed) if variant == "texture" else None
     out = {}
     for split, (x, y) in (("train", (x_tr, y_tr)), ("test", (x_te, y_te)), ("adv", (x_te, y_te))):
@@ -146,17 +101,10 @@ def run_shift(
     argv: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train the three models on shiftMNIST ``variant`` and measure D_train / D_adv errors."""
-    run_dir = RunDir(out_dir)
-    run_dir.write_config(
-        asdict(config), argv=argv, seed=config.seed, command=f"run shiftmnist-{variant}"
-    )
-    device = resolve_device(config.device)
+    run_dir, device = common.start_run(config, f"shiftmnist-{variant}", argv, out_dir)
     splits = load_shift_splits(config, variant)
     train, test = splits["train"], splits["test"]
-    tcfg = train_config(
-        config.epochs, seed=config.seed, device=config.device, lr_step=config.lr_step, max_shift=0
-    )
-    options = firevnet_options(config.stages, config.blocks_per_stage, config.hidden)
+    tcfg = common.study_train_config(config, max_shift=0)
     report = Report(f"{variant.capitalize()} shiftMNIST (figure 8)")
     report.add_text(
         f"Models are trained on D_train ({train[0].shape[0]} images with the planted "
@@ -167,11 +115,13 @@ def run_shift(
     )
     ex = torch.stack([splits["train"][0][:8], splits["adv"][0][:8]])
     fig = plots.image_grid(ex, row_labels=["D_train", "D_adv"], title="shiftMNIST examples")
-    add_figure(report, run_dir, fig, "examples", "Examples of D_train (top) and D_adv (bottom).")
+    common.add_figure(
+        report, run_dir, fig, "examples", "Examples of D_train (top) and D_adv (bottom)."
+    )
 
-    train_eval = subset(train, config.n_train_error, config.seed + 2)
+    train_eval = common.subset(train, config.n_train_error, config.seed + 2)
     models: dict[str, Any] = {}
-    cnn, arch, _ = obtain_plain_classifier(
+    cnn, arch, _ = common.obtain_plain_classifier(
         run_dir,
         f"shift_{variant}_cnn",
         train,
@@ -181,26 +131,16 @@ def run_shift(
         progress=config.progress,
     )
     models["cnn"] = cnn
-    for objective in ("ce", "ice"):
-        trained = obtain_firevnet(
-            run_dir,
-            f"shift_{variant}_{objective}",
-            objective,
-            train,
-            test,
-            model_options=options,
-            config=tcfg,
-            nuisance_hidden=config.nuisance_hidden,
-            model_dir=config.model_dir,
-            progress=config.progress,
-        )
+    for objective, trained in common.objective_models(
+        run_dir, config, (train, test), tcfg, model_dir=config.model_dir, prefix=f"shift_{variant}_"
+    ):
         models[objective] = trained.model.logits
     metrics: dict[str, Any] = {"baseline_architecture": arch}
     rows = []
     labels = {"cnn": f"CE {arch}", "ce": "CE fi-RevNet", "ice": "iCE fi-RevNet"}
     for key, fn in models.items():
         errors = {
-            split: classification_error(fn, data[0].to(device), data[1].to(device))
+            split: common.error_on(fn, data, device)
             for split, data in (("train", train_eval), ("test", test), ("adv", splits["adv"]))
         }
         for split, err in errors.items():
@@ -221,11 +161,11 @@ def run_shift(
     report.add_heading("Errors")
     report.add_table(rows, title=f"{variant} shiftMNIST: errors (figure 8)")
     targets = [
-        Target("ice_gain_points", gain, f">= {min_gain_points:g}", gain >= min_gain_points),
+        common.Target("ice_gain_points", gain, f">= {min_gain_points:g}", gain >= min_gain_points),
     ]
-    metrics.update(target_metrics(targets))
+    metrics.update(common.target_metrics(targets))
     run_dir.write_metrics(metrics)
-    finish_report(
+    common.finish_report(
         report, run_dir, f"shiftmnist-{variant}: targets", metrics, targets, asdict(config)
     )
     return metrics

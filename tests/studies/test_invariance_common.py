@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from preimage.errors import CheckpointError, ConfigError
 from preimage.runs import RunDir
 from preimage.studies._invariance_common import (
+    MNIST_PAPER,
+    MNIST_SMOKE,
+    IceStudyConfig,
+    MnistStudyConfig,
     Target,
     different_label_pairs,
+    error_on,
     load_mnist_subset,
+    objective_models,
     obtain_firevnet,
+    start_run,
+    study_firevnet_options,
+    study_train_config,
     subset,
     target_metrics,
     train_config,
@@ -75,3 +86,45 @@ def test_different_label_pairs_never_pair_equal_labels() -> None:
     labels = torch.tensor([0, 1, 1, 1, 2, 2])
     i, j = different_label_pairs(labels, 50, seed=1)
     assert len(i) == 50 and bool((labels[i] != labels[j]).all())
+
+
+def test_error_on_counts_wrong_argmax() -> None:
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, -1.0], [0.5, 0.4]])
+    labels = torch.tensor([0, 0, 1, 0])
+    # argmax is [0, 1, 0, 0]: rows 1 and 2 are wrong.
+    assert error_on(lambda t: t, (logits, labels), torch.device("cpu")) == pytest.approx(0.5)
+
+
+def test_study_settings_follow_config() -> None:
+    smoke = MnistStudyConfig.for_budget("smoke", **MNIST_SMOKE)
+    assert (smoke.n_train, smoke.n_test, smoke.train_split) == (384, 256, "test")
+    paper = MnistStudyConfig.for_budget("paper", **MNIST_PAPER)
+    assert study_firevnet_options(paper) == {"stages": 3, "blocks_per_stage": 16, "hidden": 128}
+    tcfg = study_train_config(paper, max_shift=0)
+    assert (tcfg.epochs, tcfg.lr_step, tcfg.max_shift, tcfg.seed) == (100, 30, 0, paper.seed)
+    assert study_train_config(smoke).max_shift == 3
+
+
+def test_start_run_writes_the_config(tmp_path) -> None:
+    config = MnistStudyConfig(seed=7, device="cpu")
+    run, device = start_run(config, "toy-study", ["--seed", "7"], tmp_path / "run")
+    assert device == torch.device("cpu")
+    written = json.loads(run.config_path.read_text())
+    assert written["command"] == "run toy-study" and written["seed"] == 7
+
+
+def test_objective_models_train_one_objective_per_step(tmp_path) -> None:
+    x = torch.rand(16, 1, 8, 8)
+    y = torch.arange(16) % 4
+    config = IceStudyConfig(
+        device="cpu", epochs=1, lr_step=1, stages=2, blocks_per_stage=1, hidden=4, nuisance_hidden=8
+    )
+    run = RunDir(tmp_path)
+    models = objective_models(run, config, ((x, y), (x, y)), study_train_config(config),
+                              model_dir=None, prefix="p_")  # fmt: skip
+    objective, first = next(models)
+    assert objective == "ce" and first.path == run.checkpoint_path("p_ce")
+    assert not run.checkpoint_path("p_ice").exists()
+    objective, second = next(models)
+    assert objective == "ice" and second.path.is_file() and not second.reused
+    assert next(models, None) is None
