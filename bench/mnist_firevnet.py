@@ -40,11 +40,13 @@ def _timed(fn, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--blocks-per-stage", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--coupling", choices=("additive", "affine"), default="additive")
+    parser.add_argument("--clamp", type=float, default=2.0, help="Affine log-scale bound.")
     parser.add_argument("--max-shift", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
@@ -56,7 +58,13 @@ def main() -> None:
     train = load_dataset("mnist", "train")
     test = load_dataset("mnist", "test")
     model = FiRevNet(
-        (1, 28, 28), 10, stages=3, blocks_per_stage=args.blocks_per_stage, hidden=args.hidden
+        (1, 28, 28),
+        10,
+        stages=3,
+        blocks_per_stage=args.blocks_per_stage,
+        hidden=args.hidden,
+        coupling=args.coupling,
+        clamp=args.clamp,
     )
     config = TrainConfig(
         epochs=args.epochs,
