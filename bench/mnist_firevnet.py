@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--coupling", choices=("additive", "affine"), default="additive")
     parser.add_argument("--clamp", type=float, default=2.0, help="Affine log-scale bound.")
     parser.add_argument("--max-shift", type=int, default=3)
+    parser.add_argument(
+        "--lr-step", type=int, default=None, help="Epochs between x0.2 decays (default 30%%)."
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None, help="Optional run directory.")
@@ -70,7 +73,7 @@ def main() -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        lr_step=max(1, round(0.3 * args.epochs)),
+        lr_step=args.lr_step or max(1, round(0.3 * args.epochs)),
         max_shift=args.max_shift,
         seed=args.seed,
         device=args.device,
