@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import torch
@@ -156,7 +157,7 @@ def _normalize(t: Tensor) -> Tensor:
     return t / t.norm().clamp_min(torch.finfo(t.dtype).tiny ** 0.5)
 
 
-class _SpectralBase(nn.Module):
+class _SpectralBase(nn.Module, ABC):
     """Power iteration on ``_op``/``_op_adjoint`` and the soft rescaling of eq. 4.9."""
 
     weight: nn.Parameter
@@ -191,11 +192,13 @@ class _SpectralBase(nn.Module):
         self.rtol = rtol
         self.max_power_iterations = int(max_power_iterations)
 
-    def _op(self, v: Tensor, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _op(self, v: Tensor, weight: Tensor) -> Tensor:
+        """The linear operator the layer applies (without bias)."""
 
-    def _op_adjoint(self, u: Tensor, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _op_adjoint(self, u: Tensor, weight: Tensor) -> Tensor:
+        """Its adjoint, for the power iteration."""
 
     def _initialised(self) -> bool:
         return self.v.numel() > 0
