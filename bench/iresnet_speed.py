@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from preimage.nn.iresblock import IResBlock, conv_branch
+from preimage.nn.logdet import neumann_logdet
 
 Step = Callable[[Tensor], Tensor]
 
@@ -66,6 +67,21 @@ def _preimage_step(mode: str, terms: int, hidden: int, channels: int) -> tuple[n
         return loss
 
     return block, step
+
+
+def _preimage_neumann_fixed(terms: int, hidden: int, channels: int) -> Step:
+    """Neumann-gradient log-det with a fixed number of terms: the match of normflows'
+    ``n_power_series`` mode (``IResBlock(logdet="neumann")`` draws the count at random)."""
+    g = conv_branch(channels, hidden, coeff=0.9, kernel_sizes=(3, 3, 3)).train()
+
+    def step(x: Tensor) -> Tensor:
+        g.zero_grad(set_to_none=True)
+        y, logdet = neumann_logdet(g, x, n_terms=terms)
+        loss = 0.5 * y.pow(2).flatten(1).sum(1).mean() - logdet.mean()
+        loss.backward()
+        return loss
+
+    return step
 
 
 def _freia_step(terms: int, hidden: int, shape: tuple[int, int, int]) -> tuple[Step, bool]:
@@ -114,7 +130,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=14)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--terms", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -140,6 +156,17 @@ def main() -> None:
     ):
         _, step = _preimage_step(mode, args.terms, args.hidden, args.channels)
         rows.append((label, _throughput(step, x, args.repeats, args.rounds)))
+    rows.append(
+        (
+            f"preimage neumann_logdet ({args.terms} terms, Neumann gradient)",
+            _throughput(
+                _preimage_neumann_fixed(args.terms, args.hidden, args.channels),
+                x,
+                args.repeats,
+                args.rounds,
+            ),
+        )
+    )
     try:
         step, differentiable = _freia_step(args.terms, args.hidden, shape)
         note = "" if differentiable else " [log-det has NO parameter gradient]"
@@ -171,6 +198,16 @@ def main() -> None:
     width = max(len(label) for label, _ in rows)
     for label, rate in rows:
         print(f"  {label:<{width}}  {rate:9.1f} samples/s")
+    rates = dict(rows)
+    pairs = (
+        (f"preimage neumann_logdet ({args.terms} terms, Neumann gradient)",
+         f"normflows Residual ({args.terms} terms, Neumann grad)"),
+        ("preimage IResBlock neumann (roulette, Neumann gradient)",
+         "normflows Residual (roulette, Neumann grad)"),
+    )  # fmt: skip
+    for ours, theirs in pairs:
+        if ours in rates and theirs in rates:
+            print(f"  ratio {ours} / {theirs}: {rates[ours] / rates[theirs]:.2f}")
 
 
 if __name__ == "__main__":

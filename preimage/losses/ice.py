@@ -53,6 +53,19 @@ Deviations from the papers, and why:
   models) so that it is on the scale of the two cross-entropies.
 - Batch means replace the sums over the training set of the thesis (definition 6.14), the
   usual stochastic estimate up to the constant factor :math:`1/N`.
+- **Optional non-saturating adversary** (``adversary="uniform"``; the default ``"nce"`` is
+  the paper's :math:`-L_{nCE}`). The gradient of :math:`-\mathrm{CE}(D(z_n), y)` with respect
+  to the classifier's logits is :math:`\mathrm{onehot}(y) - D(z_n)`, which vanishes once the
+  nuisance classifier is confident and right: on Adversarial Spheres we measured exactly that
+  (the inner classifier reached near-zero cross-entropy early and the network stopped hiding
+  the radius from :math:`z_n`). ``"uniform"`` replaces :math:`-L_{nCE}` in the min objective by
+  the cross-entropy of :math:`D(z_n)` to the uniform label distribution,
+  :math:`-\frac1C\sum_k \log D_k(z_n)`, whose logit gradient :math:`D(z_n) - 1/C` is largest
+  exactly when the classifier is confident. Its minimum (:math:`D` uniform on every
+  :math:`z_n`) is where the Bayes-optimal nuisance classifier sees no label information, the
+  same fixed point as the paper's game; unlike :math:`-L_{nCE}` it does not reward making
+  :math:`z_n` *confidently wrong*, which still leaks the label. This is the "confusion" loss of
+  domain-adversarial training (Tzeng et al., 2015); the max step is unchanged.
 - :math:`\beta, \gamma` are learned in the inner step on detached :math:`z_n` (block-coordinate
   descent on the same MLE objective) rather than jointly with :math:`\theta` by the trainer's
   optimiser, so the trainer only needs the network's parameters.
@@ -76,7 +89,10 @@ from torch import Tensor, nn
 from preimage.errors import ConfigError, ShapeError
 from preimage.losses.nuisance import NuisanceClassifier
 
-__all__ = ["IndependenceCrossEntropy", "gaussian_nll"]
+__all__ = ["ADVERSARIES", "IndependenceCrossEntropy", "gaussian_nll"]
+
+ADVERSARIES: tuple[str, ...] = ("nce", "uniform")
+"""Forms of the network's nuisance term: the paper's :math:`-L_{nCE}` or the confusion loss."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -146,6 +162,8 @@ class IndependenceCrossEntropy(nn.Module):
             see the module notes for this reading).
         nce_weight: weight of :math:`-L_{nCE}` in the min objective.
         mle_weight: weight of the per-dimension MLE term in the min objective.
+        adversary: ``"nce"`` (the paper's :math:`-L_{nCE}`) or ``"uniform"`` (non-saturating
+            cross-entropy to the uniform label distribution; see the module notes).
 
     Example:
         >>> import torch
@@ -180,6 +198,7 @@ class IndependenceCrossEntropy(nn.Module):
         normalize_by_dim: bool = True,
         nce_weight: float = 1.0,
         mle_weight: float = 1.0,
+        adversary: str = "nce",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -193,6 +212,11 @@ class IndependenceCrossEntropy(nn.Module):
         self.normalize_by_dim = bool(normalize_by_dim)
         self.nce_weight = _non_negative("nce_weight", nce_weight)
         self.mle_weight = _non_negative("mle_weight", mle_weight)
+        if adversary not in ADVERSARIES:
+            raise ConfigError(
+                f"adversary must be one of {', '.join(ADVERSARIES)}, got {adversary!r}"
+            )
+        self.adversary = adversary
         lr_nuisance = _non_negative("lr_nuisance", lr_nuisance)
         lr_prior = lr_nuisance if lr_prior is None else _non_negative("lr_prior", lr_prior)
 
@@ -262,8 +286,9 @@ class IndependenceCrossEntropy(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r"""The network's objective :math:`L_{sCE} - w_{nCE} L_{nCE} + w_{MLE} L_{MLE_n}/d`.
 
-        The nuisance classifier and the prior enter with detached parameters: gradients flow
-        to :math:`z_s, z_n` and ``logdet`` only.
+        With ``adversary="uniform"`` the term :math:`-L_{nCE}` becomes
+        :math:`+\mathrm{CE}(D(z_n), \mathrm{uniform})`. The nuisance classifier and the prior
+        enter with detached parameters: gradients flow to :math:`z_s, z_n` and ``logdet`` only.
 
         Returns:
             ``(loss, terms)``: the batch means ``terms["sce"]``, ``terms["nce"]``,
@@ -276,7 +301,11 @@ class IndependenceCrossEntropy(nn.Module):
         nce = F.cross_entropy(nuisance_logits, y)
         nll = gaussian_nll(z_n, self.beta.detach(), self.gamma.detach())
         mle = ((nll - logdet) / self.total_dim).mean()
-        loss = sce - self.nce_weight * nce + self.mle_weight * mle
+        if self.adversary == "uniform":
+            confusion = -torch.log_softmax(nuisance_logits, dim=1).mean(dim=1).mean()
+            loss = sce + self.nce_weight * confusion + self.mle_weight * mle
+        else:
+            loss = sce - self.nce_weight * nce + self.mle_weight * mle
         return loss, {"sce": sce, "nce": nce, "mle": mle, "nuisance_logits": nuisance_logits}
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -336,5 +365,6 @@ class IndependenceCrossEntropy(nn.Module):
         return (
             f"num_classes={self.num_classes}, nuisance_dim={self.nuisance_dim}, "
             f"max_steps={self.max_steps}, normalize_by_dim={self.normalize_by_dim}, "
-            f"nce_weight={self.nce_weight}, mle_weight={self.mle_weight}"
+            f"nce_weight={self.nce_weight}, mle_weight={self.mle_weight}, "
+            f"adversary={self.adversary!r}"
         )

@@ -126,6 +126,9 @@ class IceStudyConfig(MnistStudyConfig):
 
     Attributes:
         nuisance_hidden: units of the iCE nuisance classifier (paper: 512).
+        ice_adversary: the network's nuisance term in iCE: ``"nce"`` (the paper's
+            :math:`-L_{nCE}`) or ``"uniform"`` (the non-saturating confusion loss, see
+            :class:`~preimage.losses.IndependenceCrossEntropy`).
 
     Example:
         >>> IceStudyConfig().nuisance_hidden
@@ -133,6 +136,7 @@ class IceStudyConfig(MnistStudyConfig):
     """
 
     nuisance_hidden: int = 512
+    ice_adversary: str = "nce"
 
 
 MNIST_SMOKE: dict[str, Any] = {
@@ -361,6 +365,7 @@ def obtain_firevnet(
     model_options: Mapping[str, Any],
     config: TrainConfig,
     nuisance_hidden: int = 512,
+    ice_adversary: str = "nce",
     model_dir: str | None = None,
     progress: bool = False,
 ) -> TrainedModel:
@@ -380,6 +385,7 @@ def obtain_firevnet(
         model_options: :class:`~preimage.models.FiRevNet` options.
         config: training settings.
         nuisance_hidden: hidden units of the iCE nuisance classifier (paper: 512).
+        ice_adversary: ``adversary`` of :class:`~preimage.losses.IndependenceCrossEntropy`.
         model_dir: where to look for a model to reuse.
         progress: draw progress bars.
     """
@@ -404,7 +410,11 @@ def obtain_firevnet(
     if objective == "ice":
         nuisance_dim = model.dim - classes  # type: ignore[operator]
         loss_fn = IndependenceCrossEntropy(
-            model, classes, int(nuisance_dim), nuisance_hidden=nuisance_hidden
+            model,
+            classes,
+            int(nuisance_dim),
+            nuisance_hidden=nuisance_hidden,
+            adversary=ice_adversary,
         )
     trainer = Trainer(model, train, test, config, loss_fn=loss_fn, progress=progress)
     trainer.fit()
@@ -432,6 +442,7 @@ def study_firevnet(
     *,
     model_dir: str | None,
     nuisance_hidden: int = 512,
+    ice_adversary: str = "nce",
 ) -> TrainedModel:
     """:func:`obtain_firevnet` with the network sizes and progress setting of ``config``."""
     train, test = data
@@ -444,6 +455,7 @@ def study_firevnet(
         model_options=study_firevnet_options(config),
         config=train_settings,
         nuisance_hidden=nuisance_hidden,
+        ice_adversary=ice_adversary,
         model_dir=model_dir,
         progress=config.progress,
     )
@@ -593,5 +605,6 @@ def objective_models(
                 train_settings,
                 model_dir=model_dir,
                 nuisance_hidden=config.nuisance_hidden,
+                ice_adversary=config.ice_adversary,
             ),
         )

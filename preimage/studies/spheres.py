@@ -90,6 +90,10 @@ class Config(StudyConfig):
         hidden: units of the coupling MLPs.
         nuisance_hidden: units of the nuisance classifiers (paper: 1000).
         nuisance_epochs: epochs of the post-hoc nuisance classifier.
+        ice_coupling: coupling of the iCE model, ``"additive"`` (as the CE model, appendix
+            D.1) or ``"affine"``.
+        ice_adversary: the network's nuisance term in iCE, ``"nce"`` (paper) or ``"uniform"``
+            (see :class:`~preimage.losses.IndependenceCrossEntropy`).
         n_metamers: metamer pairs (inner logits, outer nuisance) to attack with.
         resolution: grid points per axis of the decision planes.
         mis_dim: dimension of the mis-aligned classifier experiment (thesis: 500).
@@ -110,6 +114,8 @@ class Config(StudyConfig):
     hidden: int = 256
     nuisance_hidden: int = 1000
     nuisance_epochs: int = 5
+    ice_coupling: str = "additive"
+    ice_adversary: str = "nce"
     n_metamers: int = 2000
     resolution: int = 201
     mis_dim: int = 500
@@ -154,7 +160,7 @@ def _train_model(
         stages=1,
         blocks_per_stage=4,
         hidden=config.hidden,
-        coupling="additive",
+        coupling=config.ice_coupling if objective == "ice" else "additive",
         batch_norm=False,
     )
     cfg = TrainConfig(
@@ -171,7 +177,11 @@ def _train_model(
     loss_fn = None
     if objective == "ice":
         loss_fn = IndependenceCrossEntropy(
-            model, 2, config.dim - 2, nuisance_hidden=config.nuisance_hidden
+            model,
+            2,
+            config.dim - 2,
+            nuisance_hidden=config.nuisance_hidden,
+            adversary=config.ice_adversary,
         )
     trainer = Trainer(model, train, test, cfg, loss_fn=loss_fn, progress=config.progress)
     trainer.fit()

@@ -40,6 +40,20 @@ def _nuisance_ce(toy: AffineInvertibleClassifier, ice: IndependenceCrossEntropy,
         return float(F.cross_entropy(ice.nuisance(toy.split(z)[1]), y))
 
 
+def _min_steps(
+    toy: AffineInvertibleClassifier, ice: IndependenceCrossEntropy, x, y, steps: int = 20
+) -> None:
+    """SGD steps of the network on the min objective, the nuisance classifier frozen."""
+    opt = torch.optim.SGD(toy.parameters(), lr=0.05)
+    for _ in range(steps):
+        z, logdet = toy(x)
+        z_s, z_n = toy.split(z)
+        loss, _ = ice.min_objective(z_s, z_n, logdet, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def _numpy_mlp(ice: IndependenceCrossEntropy, h: np.ndarray) -> np.ndarray:
     linears = [m for m in ice.nuisance.modules() if isinstance(m, nn.Linear)]
     for i, layer in enumerate(linears):
@@ -107,14 +121,7 @@ def test_min_steps_lower_the_frozen_classifiers_likelihood() -> None:
         ice.max_step(toy.split(z)[1], y)
     frozen = [p.detach().clone() for p in ice.parameters()]
     before = _nuisance_ce(toy, ice, x, y)
-    opt = torch.optim.SGD(toy.parameters(), lr=0.05)
-    for _ in range(20):
-        z, logdet = toy(x)
-        z_s, z_n = toy.split(z)
-        loss, _ = ice.min_objective(z_s, z_n, logdet, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _min_steps(toy, ice, x, y)
     after = _nuisance_ce(toy, ice, x, y)
     assert after > before + 0.1
     assert all(torch.equal(p, q) for p, q in zip(ice.parameters(), frozen, strict=True))
@@ -167,6 +174,41 @@ def test_network_receives_minus_nce_gradient_through_z_n() -> None:
     (g_nce,) = torch.autograd.grad(terms["nce"], z_n)
     torch.testing.assert_close(g_zn, -g_nce)
     assert g_nce.abs().max() > 0
+
+
+def test_uniform_adversary_value_matches_numpy_confusion_loss() -> None:
+    toy, ice = _setup(adversary="uniform", nce_weight=0.7, mle_weight=0.0)
+    x, y = _data(16)
+    z, logdet = toy(x)
+    z_s, z_n = toy.split(z)
+    loss, _ = ice.min_objective(z_s, z_n, logdet, y)
+    zn = z_n.detach().numpy()
+    rows = np.arange(len(y))
+    sce = -special.log_softmax(z_s.detach().numpy(), axis=1)[rows, y.numpy()].mean()
+    confusion = -special.log_softmax(_numpy_mlp(ice, zn), axis=1).mean()
+    assert float(loss.detach()) == pytest.approx(sce + 0.7 * confusion, rel=1e-10)
+
+
+def test_uniform_adversary_keeps_its_gradient_where_minus_nce_saturates() -> None:
+    """A confident, correct nuisance classifier: -L_nCE's gradient on z_n all but vanishes,
+    the confusion loss's does not, and min steps on it make the classifier less confident."""
+    x, y = _data()
+    grads = {}
+    for adversary in ("nce", "uniform"):
+        toy, ice = _setup(adversary=adversary, mle_weight=0.0)
+        z, _ = toy(x)
+        for _ in range(400):
+            ice.max_step(toy.split(z)[1], y)
+        z, logdet = toy(x)
+        z_s, z_n = toy.split(z)
+        loss, _ = ice.min_objective(z_s, z_n, logdet, y)
+        (g_zn,) = torch.autograd.grad(loss, z_n)
+        grads[adversary] = float(g_zn.norm())
+        if adversary == "uniform":
+            before = _nuisance_ce(toy, ice, x, y)
+            _min_steps(toy, ice, x, y)
+            assert _nuisance_ce(toy, ice, x, y) > before + 0.05
+    assert grads["uniform"] > 10 * grads["nce"]
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -242,6 +284,8 @@ def test_rejects_bad_configuration_and_inputs() -> None:
         IndependenceCrossEntropy(toy, 3, NUISANCE)
     with pytest.raises(ConfigError):
         IndependenceCrossEntropy(toy, CLASSES, NUISANCE, nce_weight=-1.0)
+    with pytest.raises(ConfigError, match="adversary"):
+        IndependenceCrossEntropy(toy, CLASSES, NUISANCE, adversary="gan")
     with pytest.raises(ConfigError):
         IndependenceCrossEntropy("model", CLASSES, NUISANCE)  # type: ignore[arg-type]
     with pytest.raises(ShapeError):
