@@ -450,6 +450,12 @@ class Trainer:
             samples_per_s=seen / train_time if train_time > 0 else math.inf,
         )
         self.history.append(record)
+        if bar is not None and not bar.console.is_terminal:
+            # Logs and pipes get no live bar; one line per epoch keeps long runs observable.
+            shown = " ".join(
+                f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "lr"
+            )
+            bar.console.print(f"epoch {epoch + 1}/{self.config.epochs} {shown}", soft_wrap=True)
         self._write_run_files(epoch)
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch + 1, dict(record))

@@ -105,6 +105,14 @@ def test_test_metrics_in_history(mlp: Build, data: Data, test_data: Data) -> Non
     assert final["test_accuracy"] == pytest.approx(again["accuracy"])
 
 
+def test_progress_prints_one_line_per_epoch_when_not_a_terminal(
+    mlp: Build, data: Data, test_data: Data, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Trainer(mlp(), data, test_data, config(epochs=2), progress=True).fit()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "test_accuracy=" in line]
+    assert [line.split()[:2] for line in lines] == [["epoch", "1/2"], ["epoch", "2/2"]]
+
+
 def test_augmentation_shifts_and_dequantises_each_batch(data: Data) -> None:
     images = data[0]
     ids = torch.arange(len(images))  # labels identify the source image
