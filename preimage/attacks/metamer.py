@@ -106,10 +106,11 @@ def metameric_sample(model: nn.Module, x_semantic: Tensor, x_nuisance: Tensor) -
             f"x_semantic and x_nuisance must have the same batch size, got "
             f"{x_semantic.shape[0]} and {x_nuisance.shape[0]}; use metamer_grid for all pairs"
         )
+    batch = x_semantic.shape[0]
     with eval_mode(model), torch.no_grad():
-        z_s, _ = _split(model, x_semantic)
-        _, z_n = _split(model, x_nuisance)
-        return model.inverse(model.merge(z_s, z_n))
+        # One forward pass over both sources (eval mode: no batch statistics couple them).
+        z_s, z_n = _split(model, torch.cat((x_semantic, x_nuisance)))
+        return model.inverse(model.merge(z_s[:batch], z_n[batch:]))
 
 
 def metamer_grid(model: nn.Module, x_semantic: Tensor, x_nuisance: Tensor) -> Tensor:

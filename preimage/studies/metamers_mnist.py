@@ -221,18 +221,20 @@ def run(
         f"Oracle: {oracle_arch} on raw pixels, test error "
         f"{100 * metrics['oracle_test_error']:.2f}%. Arrays in metamers.npz."
     )
+    # "Most metamers" (issue 3, item 7): a majority of all pairs, not merely more than the
+    # other class (with ten classes an oracle may name a third digit).
     targets = [
         common.Target(
             "ce_oracle_nuisance_class_rate",
             metrics["ce_oracle_nuisance_class_rate"],
-            "> semantic rate",
-            metrics["ce_oracle_nuisance_class_rate"] > metrics["ce_oracle_semantic_class_rate"],
+            "> 0.5",
+            metrics["ce_oracle_nuisance_class_rate"] > 0.5,
         ),
         common.Target(
             "ice_oracle_semantic_class_rate",
             metrics["ice_oracle_semantic_class_rate"],
-            "> nuisance rate",
-            metrics["ice_oracle_semantic_class_rate"] > metrics["ice_oracle_nuisance_class_rate"],
+            "> 0.5",
+            metrics["ice_oracle_semantic_class_rate"] > 0.5,
         ),
     ]
     metrics.update(common.target_metrics(targets))
