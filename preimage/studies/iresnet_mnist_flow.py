@@ -4,10 +4,11 @@ Trains :class:`~preimage.models.iresnet.IResNetFlow` by maximum likelihood on de
 (:math:`x \mapsto (255x + u)/256`, done by :class:`~preimage.train.Trainer`), the log-det of
 every block estimated during training (``logdet``: by default the unbiased Russian roulette
 with the Neumann-series gradient of Residual Flows, which trains about twice as fast as
-back-propagating through the roulette series; thesis A.2 uses the 10-term power series), then evaluates bits/dim on test images with the
-protocol of appendix A.2 (:meth:`~preimage.models.iresnet.IResNetFlow.bits_per_dim`: series
-length from the theorem-5.8 bound with certified Lipschitz constants, Hutchinson probes until
-the standard error is small) and draws a grid of samples :math:`F^{-1}(z)`.
+back-propagating through the roulette series; thesis A.2 uses the 10-term power series), then
+evaluates bits/dim on test images with the protocol of appendix A.2
+(:meth:`~preimage.models.iresnet.IResNetFlow.bits_per_dim`: series length from the theorem-5.8
+bound with certified Lipschitz constants, Hutchinson probes until the standard error is small)
+and draws a grid of samples :math:`F^{-1}(z)`.
 
 Target (``cpu``): bits/dim :math:`\le 1.4` (thesis: 1.06 after 200 epochs). The ``cpu``
 settings are an estimate from a throughput measurement, not a measured result (see
