@@ -126,9 +126,12 @@ class IceStudyConfig(MnistStudyConfig):
 
     Attributes:
         nuisance_hidden: units of the iCE nuisance classifier (paper: 512).
-        ice_adversary: the network's nuisance term in iCE: ``"nce"`` (the paper's
-            :math:`-L_{nCE}`) or ``"uniform"`` (the non-saturating confusion loss, see
-            :class:`~preimage.losses.IndependenceCrossEntropy`).
+        ice_adversary: the network's nuisance term in iCE: ``"uniform"`` (default, the
+            bounded confusion loss, see :class:`~preimage.losses.IndependenceCrossEntropy`) or
+            ``"nce"`` (the paper's :math:`-L_{nCE}`). Deviation, and why: with ``"nce"`` the
+            ``cpu`` budget's iCE fi-RevNet reached 10.2% logit test error against 1.1% for
+            cross-entropy (10 epochs; the network drove the unbounded :math:`-L_{nCE}` to
+            -4.5 at the expense of :math:`L_{sCE}`).
 
     Example:
         >>> IceStudyConfig().nuisance_hidden
@@ -136,7 +139,7 @@ class IceStudyConfig(MnistStudyConfig):
     """
 
     nuisance_hidden: int = 512
-    ice_adversary: str = "nce"
+    ice_adversary: str = "uniform"
 
 
 MNIST_SMOKE: dict[str, Any] = {
@@ -427,6 +430,11 @@ def obtain_firevnet(
             "model_config": model.config,  # type: ignore[operator]
             "train": config.to_dict(),
             "history": trainer.history,
+            "ice": (
+                {"nuisance_hidden": nuisance_hidden, "adversary": ice_adversary}
+                if objective == "ice"
+                else None
+            ),
         },
     )
     return TrainedModel(model.eval(), trainer.history, path, False)
