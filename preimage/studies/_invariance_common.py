@@ -14,11 +14,10 @@ blocks with 32 filters instead of 16 blocks with 128 filters) and few epochs; th
 budgets use the architecture and schedule of appendix D.2.
 
 Sizing of the ``cpu`` budgets (45 minutes on 2 cores): the CPU-sized fi-RevNet trains at roughly
-900 images/s with cross-entropy on two free cores, i.e. about 70 s per MNIST epoch; a short
-measurement here put iCE at about 0.6 times and the ``cnn`` baseline at about the speed of CE
-training (the absolute numbers of that measurement were unusable: the machine was shared).
-Two models of 10 epochs (``nuisance-info``, ``metamers-mnist``) or three of 8 epochs
-(``shiftmnist-*``) then take 30-35 minutes, leaving room for evaluation and figures.
+900 images/s with cross-entropy on two free cores, i.e. about 70 s per MNIST epoch. Measured
+at the ``cpu`` budget with one thread while other studies shared the second core: CE 16 min and
+iCE 23 min for 10 epochs (680 and 610 images/s), the width-32 ``cnn`` only about 130 images/s,
+which is why the CNN baselines and oracles use width 16 there.
 
 References:
     Jacobsen, Behrmann, Zemel, Bethge (2019), *Excessive Invariance Causes Adversarial
