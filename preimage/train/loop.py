@@ -497,7 +497,8 @@ class Trainer:
                         task,
                         advance=n * ctx.world_size,
                         loss=sums["loss"] / seen,
-                        acc=sums.get("accuracy", math.nan) / seen,
+                        # loss_fn hooks may name it "acc" (the iCE does).
+                        acc=sums.get("accuracy", sums.get("acc", math.nan)) / seen,
                         rate=seen * ctx.world_size / (time.perf_counter() - start),
                     )
                 for cb in self.callbacks:
