@@ -204,7 +204,10 @@ def _plane_figure(
     resolution: int,
     radii: tuple[float, float],
 ) -> Any:
-    grid = decision_plane_grid(fn, a, b, resolution=resolution)
+    # Wide enough for both circles: a plane through two inner points would otherwise hide
+    # the outer sphere, and with it the contrast figure 4 is about.
+    extent = 1.25 * max(float(a.norm()), float(b.norm()), max(radii))
+    grid = decision_plane_grid(fn, a, b, resolution=resolution, extent=extent)
     fig = plots.decision_plane(
         grid.u.cpu(),
         grid.v.cpu(),
