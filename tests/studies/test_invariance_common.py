@@ -99,7 +99,12 @@ def test_study_settings_follow_config() -> None:
     smoke = MnistStudyConfig.for_budget("smoke", **MNIST_SMOKE)
     assert (smoke.n_train, smoke.n_test, smoke.train_split) == (384, 256, "test")
     paper = MnistStudyConfig.for_budget("paper", **MNIST_PAPER)
-    assert study_firevnet_options(paper) == {"stages": 3, "blocks_per_stage": 16, "hidden": 128}
+    assert study_firevnet_options(paper) == {
+        "stages": 3,
+        "blocks_per_stage": 16,
+        "hidden": 128,
+        "coupling": "additive",
+    }
     tcfg = study_train_config(paper, max_shift=0)
     assert (tcfg.epochs, tcfg.lr_step, tcfg.max_shift, tcfg.seed) == (100, 30, 0, paper.seed)
     assert study_train_config(smoke).max_shift == 3
