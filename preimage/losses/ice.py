@@ -67,7 +67,7 @@ Deviations from the papers, and why:
   :math:`z_n` *confidently wrong*, which still leaks the label. This is the "confusion" loss of
   domain-adversarial training (Tzeng et al., 2015); the max step is unchanged. Measured so far
   (BENCHMARKS.md): at ``nce_weight=1`` it kept the MNIST fi-RevNet's logits from learning
-  (about 85% test error after 3 epochs) and did not lower the spheres' invariance success, so
+  (80-84% test error after 3 epochs) and did not lower the spheres' invariance success, so
   the paper's form stays the default.
 - :math:`\beta, \gamma` are learned in the inner step on detached :math:`z_n` (block-coordinate
   descent on the same MLE objective) rather than jointly with :math:`\theta` by the trainer's

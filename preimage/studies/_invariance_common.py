@@ -130,7 +130,7 @@ class IceStudyConfig(MnistStudyConfig):
             :class:`~preimage.losses.IndependenceCrossEntropy`). Measured at the ``cpu``
             budget (BENCHMARKS.md): ``"nce"`` gave 10.2% logit test error against 1.1% for
             cross-entropy, and the label stayed readable from :math:`z_n`; ``"uniform"`` at
-            weight 1 stopped the logits from learning at all (about 85% error).
+            weight 1 stopped the logits from learning at all (80-84% test error).
         ice_nce_weight: weight of the nuisance term in the network's objective.
 
     Example:
