@@ -38,6 +38,7 @@ __all__ = [
     "fixed_point_trace",
     "invert_with_iterations",
     "load_images",
+    "load_train_test",
     "plain_conv_branch",
     "train_classifier",
     "train_steps",
@@ -285,6 +286,27 @@ def load_images(
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return images.to(device=device, dtype=torch.float32), labels.to(device)
+
+
+def load_train_test(
+    config: Any, n_test: int | None, device: torch.device
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(train, test)`` image/label pairs of ``config.dataset`` (``n_train``, ``data_dir``).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(dataset="digits", data_dir=None, n_train=6)
+        >>> (x, y), (xt, yt) = load_train_test(cfg, 4, torch.device("cpu"))
+        >>> x.shape[0], xt.shape[0]
+        (6, 4)
+    """
+    train = load_images(
+        config.dataset, "train", data_dir=config.data_dir, limit=config.n_train, device=device
+    )
+    test = load_images(
+        config.dataset, "test", data_dir=config.data_dir, limit=n_test, device=device
+    )
+    return train, test
 
 
 def train_classifier(

@@ -33,7 +33,7 @@ import torch
 from preimage.errors import ConvergenceError
 from preimage.models.iresnet import IResNet
 from preimage.report.plots import reconstruction_figure, save_figure, training_curves
-from preimage.studies._iresnet_common import Target, begin_run, finish_run, load_images
+from preimage.studies._iresnet_common import Target, begin_run, finish_run, load_train_test
 from preimage.studies.base import StudyConfig
 from preimage.train import TrainConfig, Trainer, resolve_device
 
@@ -128,12 +128,7 @@ def run(
     """Train and evaluate the i-ResNet classifier; writes the run directory."""
     run_dir = begin_run(config, out_dir, argv, "iresnet-mnist-classify")
     device = resolve_device(config.device)
-    x_train, y_train = load_images(
-        config.dataset, "train", data_dir=config.data_dir, limit=config.n_train, device=device
-    )
-    x_test, y_test = load_images(
-        config.dataset, "test", data_dir=config.data_dir, limit=config.n_test, device=device
-    )
+    (x_train, y_train), (x_test, y_test) = load_train_test(config, config.n_test, device)
     torch.manual_seed(config.seed)
     model = IResNet(
         tuple(x_train.shape[1:]),

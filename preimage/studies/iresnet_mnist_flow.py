@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from preimage.errors import ConvergenceError
 from preimage.models.iresnet import IResNetFlow
 from preimage.report.plots import image_grid, save_figure, training_curves
-from preimage.studies._iresnet_common import Target, begin_run, finish_run, load_images
+from preimage.studies._iresnet_common import Target, begin_run, finish_run, load_train_test
 from preimage.studies.base import StudyConfig
 from preimage.train import TrainConfig, Trainer, resolve_device
 
@@ -154,12 +154,7 @@ def run(
     """Train the density model, evaluate bits/dim, draw samples; writes the run directory."""
     run_dir = begin_run(config, out_dir, argv, "iresnet-mnist-flow")
     device = resolve_device(config.device)
-    x_train, y_train = load_images(
-        config.dataset, "train", data_dir=config.data_dir, limit=config.n_train, device=device
-    )
-    x_test, _ = load_images(
-        config.dataset, "test", data_dir=config.data_dir, limit=config.n_eval, device=device
-    )
+    (x_train, y_train), (x_test, _) = load_train_test(config, config.n_eval, device)
     torch.manual_seed(config.seed)
     model = IResNetFlow(
         tuple(x_train.shape[1:]),
