@@ -19,9 +19,13 @@ def test_spheres_smoke_writes_the_run_directory(tmp_path) -> None:
         "plane_metamer_logits",
         "plane_metamer_nuisance",
         "misaligned_attacks",
+        "training_ce",
+        "training_ice",
     ):
         assert (tmp_path / "figures" / f"{fig}.png").stat().st_size > 1000
     assert (tmp_path / "checkpoints" / "ce.safetensors").is_file()
+    stored = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert stored["ice_coupling"] == "affine"
     assert (
         json.loads((tmp_path / "metrics.json").read_text())["ce_holdout_accuracy"]
         == (metrics["ce_holdout_accuracy"])
