@@ -68,7 +68,9 @@ Deviations from the papers, and why:
   domain-adversarial training (Tzeng et al., 2015); the max step is unchanged. Measured so far
   (BENCHMARKS.md): at ``nce_weight=1`` it kept the MNIST fi-RevNet's logits from learning
   (80-84% test error after 3 epochs) and did not lower the spheres' invariance success, so
-  the paper's form stays the default.
+  the paper's form stays the default. A 3-epoch ablation of weights and inner steps
+  (``bench/ice_ablation.py``, figures in BENCHMARKS.md) found no setting of the small ``cpu``
+  network that removes much label information from :math:`z_n` without costing logit accuracy.
 - :math:`\beta, \gamma` are learned in the inner step on detached :math:`z_n` (block-coordinate
   descent on the same MLE objective) rather than jointly with :math:`\theta` by the trainer's
   optimiser, so the trainer only needs the network's parameters.

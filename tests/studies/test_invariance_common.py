@@ -27,6 +27,7 @@ from preimage.studies._invariance_common import (
     target_metrics,
     train_config,
 )
+from preimage.train import read_checkpoint_metadata
 
 
 def test_subset_draws_distinct_samples_reproducibly() -> None:
@@ -63,9 +64,12 @@ def test_obtain_firevnet_trains_saves_and_reuses(tmp_path) -> None:
     options = {"stages": 2, "blocks_per_stage": 1, "hidden": 4}
     run = RunDir(tmp_path / "first")
     first = obtain_firevnet(
-        run, "ice", "ice", (x, y), None, model_options=options, config=cfg, nuisance_hidden=8
-    )
+        run, "ice", "ice", (x, y), None, model_options=options, config=cfg, nuisance_hidden=8,
+        ice_nce_weight=0.5, ice_max_steps=3,
+    )  # fmt: skip
     assert not first.reused and first.path.is_file() and len(first.history) == 1
+    stored = json.loads(read_checkpoint_metadata(first.path)["state"])["ice"]
+    assert stored == {"nuisance_hidden": 8, "adversary": "nce", "nce_weight": 0.5, "max_steps": 3}
     again = obtain_firevnet(
         RunDir(tmp_path / "second"), "ice", "ice", (x, y), None, model_options=options,
         config=cfg, model_dir=str(run.path),
