@@ -122,7 +122,8 @@ def run_shift(
 
     train_eval = common.subset(train, config.n_train_error, config.seed + 2)
     models: dict[str, Any] = {}
-    cnn, arch, _ = common.obtain_plain_classifier(
+    histories: dict[str, list[dict[str, Any]]] = {}
+    cnn, arch, histories["cnn"] = common.obtain_plain_classifier(
         run_dir,
         f"shift_{variant}_cnn",
         train,
@@ -136,6 +137,7 @@ def run_shift(
         run_dir, config, (train, test), tcfg, model_dir=config.model_dir, prefix=f"shift_{variant}_"
     ):
         models[objective] = trained.model.logits
+        histories[objective] = trained.history
     metrics: dict[str, Any] = {"baseline_architecture": arch}
     rows = []
     labels = {"cnn": f"CE {arch}", "ce": "CE fi-RevNet", "ice": "iCE fi-RevNet"}
@@ -165,6 +167,17 @@ def run_shift(
         common.Target("ice_gain_points", gain, f">= {min_gain_points:g}", gain >= min_gain_points),
     ]
     metrics.update(common.target_metrics(targets))
+    report.add_heading("Training")
+    for key, history in histories.items():
+        # Reused checkpoints may carry no history; there is nothing to draw for them.
+        if history:
+            common.add_figure(
+                report,
+                run_dir,
+                plots.training_curves(history),
+                f"training_{key}",
+                f"{labels[key]}: training and held-out D_train curves per epoch.",
+            )
     run_dir.write_metrics(metrics)
     common.finish_report(
         report, run_dir, f"shiftmnist-{variant}: targets", metrics, targets, asdict(config)

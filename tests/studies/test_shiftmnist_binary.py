@@ -12,7 +12,15 @@ def test_shiftmnist_binary_smoke(tmp_path, data_root) -> None:
         pytest.skip("MNIST not available")
     config = shiftmnist_binary.Config.for_budget("smoke", progress=False, data_dir=str(data_root))
     metrics = shiftmnist_binary.run(config, tmp_path)
-    for name in ("config.json", "metrics.json", "report.html", "figures/examples.png"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "report.html",
+        "figures/examples.png",
+        "figures/training_cnn.png",
+        "figures/training_ce.png",
+        "figures/training_ice.png",
+    ):
         assert (tmp_path / name).is_file()
     for model in ("cnn", "ce", "ice"):
         for split in ("train", "test", "adv"):
