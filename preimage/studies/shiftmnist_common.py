@@ -162,6 +162,19 @@ def run_shift(
     gain = 100 * (metrics["ce_adv_error"] - metrics["ice_adv_error"])
     metrics["ice_gain_points"] = gain
     report.add_heading("Errors")
+    fig = plots.grouped_bars(
+        [row["model"] for row in rows],
+        {
+            "D_train held-out": [row["D_train held-out error %"] for row in rows],
+            "D_adv": [row["D_adv error %"] for row in rows],
+            "D_adv, paper": [row["paper D_adv %"] for row in rows],
+        },
+        ylabel="error %",
+        title=f"{variant} shiftMNIST",
+    )
+    common.add_figure(
+        report, run_dir, fig, "errors", "Errors of the three models, with the paper's D_adv."
+    )
     report.add_table(rows, title=f"{variant} shiftMNIST: errors (figure 8)")
     targets = [
         common.Target("ice_gain_points", gain, f">= {min_gain_points:g}", gain >= min_gain_points),

@@ -15,6 +15,7 @@ from preimage.errors import ConfigError, ShapeError
 from preimage.report.plots import (
     decision_plane,
     figure_to_png,
+    grouped_bars,
     image_grid,
     line_plot,
     metamer_grid,
@@ -253,6 +254,18 @@ def test_line_plot() -> None:
         line_plot([1, 2], {"a": [1.0]})
     with pytest.raises(ConfigError):
         line_plot([1, 2], {})
+
+
+def test_grouped_bars() -> None:
+    fig = grouped_bars(["a", "b", "c"], {"x": [1.0, 2.0, 3.0], "y": [4.0, float("nan"), 6.0]})
+    ax = fig.axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    assert heights == [1.0, 2.0, 3.0, 4.0, 0.0, 6.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ShapeError):
+        grouped_bars(["a"], {"x": [1.0, 2.0]})
+    with pytest.raises(ConfigError):
+        grouped_bars([], {"x": []})
 
 
 def _contours(fig: Figure) -> list[ContourSet]:

@@ -14,6 +14,7 @@ SHIFT_FILES = (
     "metrics.json",
     "report.html",
     "figures/examples.png",
+    "figures/errors.png",
     "figures/training_cnn.png",
     "figures/training_ce.png",
     "figures/training_ice.png",
