@@ -68,7 +68,7 @@ Deviations from the papers, and why:
   domain-adversarial training (Tzeng et al., 2015); the max step is unchanged. Measured so far
   (BENCHMARKS.md): at ``nce_weight=1`` it kept the MNIST fi-RevNet's logits from learning
   (80-84% test error after 3 epochs); on spheres (affine couplings) its gradient did not
-  vanish (the in-loop classifier's accuracy fell every epoch, to 84.5% after 4) but the
+  vanish (the in-loop classifier's accuracy fell every epoch, to 74.7% after 10) but the
   invariance success stayed at 100%, where -L_nCE gave 98.65%; so the paper's form stays the
   default. A 3-epoch ablation of weights and inner steps
   (``bench/ice_ablation.py``, figures in BENCHMARKS.md) found no setting of the small ``cpu``
