@@ -28,28 +28,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from typing import Any
 
 import torch
 
 from preimage.analysis.invariance import train_nuisance_classifier
-from preimage.losses import IndependenceCrossEntropy
-from preimage.models import build_model
+from preimage.runs import RunDir
 from preimage.studies import _invariance_common as common
-from preimage.train import Trainer
 
 CLASSES = 10
 NUISANCE_DIM = 28 * 28 - CLASSES
 
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "ce": None,
-    "mle-only": {"adversary": "nce", "nce_weight": 0.0},
-    "nce": {"adversary": "nce", "nce_weight": 1.0},
-    "nce-dim": {"adversary": "nce", "nce_weight": 1.0 / NUISANCE_DIM},
-    "nce-ms5": {"adversary": "nce", "nce_weight": 1.0, "max_steps": 5},
-    "uniform-0.01": {"adversary": "uniform", "nce_weight": 0.01},
-    "uniform-0.1-ms5": {"adversary": "uniform", "nce_weight": 0.1, "max_steps": 5},
+    "mle-only": {"ice_adversary": "nce", "ice_nce_weight": 0.0},
+    "nce": {"ice_adversary": "nce", "ice_nce_weight": 1.0},
+    "nce-dim": {"ice_adversary": "nce", "ice_nce_weight": 1.0 / NUISANCE_DIM},
+    "nce-ms5": {"ice_adversary": "nce", "ice_nce_weight": 1.0, "ice_max_steps": 5},
+    "uniform-0.01": {"ice_adversary": "uniform", "ice_nce_weight": 0.01},
+    "uniform-0.1-ms5": {"ice_adversary": "uniform", "ice_nce_weight": 0.1, "ice_max_steps": 5},
 }
 
 
@@ -61,26 +60,28 @@ def run_variant(
     epochs: int,
     readout_epochs: int,
 ) -> dict[str, Any]:
-    """Train one objective, then the post-hoc nuisance classifier; return the figures."""
-    settings = common.train_config(epochs, seed=0, device="cpu", lr_step=4)
-    torch.manual_seed(0)
-    model = build_model("fi-revnet", (1, 28, 28), CLASSES, **common.firevnet_options(3, 2, 32))
+    """Train one objective as the studies do, then the post-hoc nuisance classifier."""
     options = VARIANTS[name]
-    loss_fn = None
-    if options is not None:
-        loss_fn = IndependenceCrossEntropy(model, CLASSES, NUISANCE_DIM, **options)
     start = time.perf_counter()
-    trainer = Trainer(model, train, test, settings, loss_fn=loss_fn, progress=False)
-    trainer.fit()
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = common.obtain_firevnet(
+            RunDir(tmp),
+            name,
+            "ce" if options is None else "ice",
+            train,
+            test,
+            model_options=common.firevnet_options(3, 2, 32),
+            config=common.train_config(epochs, seed=0, device="cpu", lr_step=4),
+            **(options or {}),
+        )
     train_s = time.perf_counter() - start
-    model.eval()
+    model = trained.model
     readout = train_nuisance_classifier(
         model, common.subset(train, 20_000, 1), test, epochs=readout_epochs
     )
-    logit_error = common.error_on(lambda x: model.split(model(x)[0])[0], test, torch.device("cpu"))
     return {
         "variant": name,
-        "logit_test_error": logit_error,
+        "logit_test_error": common.error_on(model.logits, test, torch.device("cpu")),
         "nuisance_test_error": readout.test_error,
         "nuisance_train_error": readout.train_error,
         "train_s": train_s,

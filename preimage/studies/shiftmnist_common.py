@@ -180,17 +180,18 @@ def run_shift(
         common.Target("ice_gain_points", gain, f">= {min_gain_points:g}", gain >= min_gain_points),
     ]
     metrics.update(common.target_metrics(targets))
-    report.add_heading("Training")
-    for key, history in histories.items():
-        # Reused checkpoints may carry no history; there is nothing to draw for them.
-        if history:
-            common.add_figure(
-                report,
-                run_dir,
-                plots.training_curves(history),
-                f"training_{key}",
-                f"{labels[key]}: training and held-out D_train curves per epoch.",
-            )
+    # Reused checkpoints may carry no history; there is nothing to draw for them.
+    drawn = {key: history for key, history in histories.items() if history}
+    if drawn:
+        report.add_heading("Training")
+    for key, history in drawn.items():
+        common.add_figure(
+            report,
+            run_dir,
+            plots.training_curves(history),
+            f"training_{key}",
+            f"{labels[key]}: training and held-out D_train curves per epoch.",
+        )
     run_dir.write_metrics(metrics)
     common.finish_report(
         report, run_dir, f"shiftmnist-{variant}: targets", metrics, targets, asdict(config)
