@@ -316,8 +316,8 @@ def _read_json(path: Path) -> Any:
 class RunDir:
     r"""One run's output folder: configuration, metrics, checkpoints, figures and report.
 
-    The folder and its ``checkpoints/`` and ``figures/`` subfolders are created if missing;
-    existing content is kept. Nothing is ever deleted; JSON files are replaced atomically.
+    The folder and its ``checkpoints/`` and ``figures/`` subfolders are created when a file is
+    first written into them; existing content is kept. :meth:`open` is how a run claims one. Nothing is ever deleted; JSON files are replaced atomically.
 
     Args:
         path: the run folder. It may exist (a resumed run) but must not be a file.
@@ -330,10 +330,12 @@ class RunDir:
         >>> from pathlib import Path
         >>> tmp = tempfile.TemporaryDirectory()
         >>> run = RunDir(Path(tmp.name) / "runs" / "exp1")
-        >>> run.checkpoints.is_dir(), run.figures.is_dir()
-        (True, True)
+        >>> run.path.exists()
+        False
         >>> run.figure_path("curves").name, run.checkpoint_path("best").name
         ('curves.png', 'best.safetensors')
+        >>> run.checkpoints.is_dir(), run.figures.is_dir()
+        (True, True)
         >>> run.read_metrics()
         {}
         >>> tmp.cleanup()
@@ -344,11 +346,104 @@ class RunDir:
     REPORT = "report.html"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if os.fspath(path) == "":
+            raise ConfigError("the run directory must not be an empty path")
         self.path = Path(path)
+        # Folders are made when the first file is written, so a run refused by validation
+        # leaves no empty run directory behind.
         for folder in (self.path, self.path / "checkpoints", self.path / "figures"):
             if folder.exists() and not folder.is_dir():
                 raise ConfigError(f"run directory {folder} exists and is not a folder")
-            folder.mkdir(parents=True, exist_ok=True)
+
+    RUN_FILES: tuple[str, ...] = (CONFIG, METRICS, REPORT)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        kind: str,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> RunDir:
+        """Open ``path`` for a run of ``kind`` (``"train"``, ``"run spheres"``, ...).
+
+        A run directory belongs to one run: an existing ``config.json`` is refused unless
+        ``resume`` continues a run of the same kind or ``overwrite`` replaces it (then the old
+        run's ``config.json``, ``metrics.json``, ``report.html``, checkpoints and figures are
+        removed first, and nothing else). Stale ``*.tmp`` files of a killed write are removed.
+
+        Raises:
+            ConfigError: the folder holds another run (the message says what to pass).
+            DataError: the folder cannot be created or written.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.mkdtemp()
+            >>> RunDir.open(tmp, kind="train").write_config({}, command="train")
+            >>> RunDir.open(tmp, kind="run spheres")
+            Traceback (most recent call last):
+            ...
+            preimage.errors.ConfigError: ... holds a 'train' run; choose another --out or pass --overwrite to replace it
+        """
+        run = cls(path)
+        if run.config_path.is_file():
+            try:
+                old = str(run.read_config().get("command"))
+            except DataError:
+                old = "unreadable"
+            if overwrite:
+                run._remove_run_files()
+            elif old != kind:
+                raise ConfigError(
+                    f"{run.path} holds a {old!r} run; choose another --out or pass --overwrite "
+                    "to replace it"
+                )
+            elif not resume:
+                again = "pass --resume to continue it, " if kind == "train" else ""
+                raise ConfigError(
+                    f"{run.path} already holds a {kind!r} run; {again}pass --overwrite to "
+                    "replace it, or choose another --out"
+                )
+        run._remove_stale_temporaries()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"cannot create run directory {run.path}: {err.strerror}") from err
+        if not os.access(run.path, os.W_OK):
+            raise DataError(f"cannot write run directory {run.path}: permission denied")
+        return run
+
+    def _remove_run_files(self) -> None:
+        for name in self.RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for folder, pattern in ((self.checkpoints, "*.safetensors"), (self.figures, "*.png")):
+            if folder.is_dir():
+                for old in folder.glob(pattern):
+                    old.unlink()
+
+    def _remove_stale_temporaries(self) -> None:
+        for folder in (self.path, self.checkpoints, self.figures):
+            if folder.is_dir():
+                for stale in folder.glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
+
+    def record_resume(self, argv: Sequence[str] | None, changes: Mapping[str, Any]) -> None:
+        """Append a resume (when, argv, changed settings) to ``config.json``'s ``history``.
+
+        The original ``argv`` and ``created`` stay as they were, so the run's provenance is kept.
+        """
+        record = self.read_config()
+        history = list(record.get("history") or [])
+        history.append(
+            {
+                "resumed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "argv": None if argv is None else [str(a) for a in argv],
+                "changes": dict(changes),
+            }
+        )
+        record["history"] = history
+        atomic_write_text(self.config_path, _dumps(record))
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -391,12 +486,20 @@ class RunDir:
         return name if name.endswith(suffix) else name + suffix
 
     def figure_path(self, name: str) -> Path:
-        """Path of figure ``name`` (``.png`` is appended unless present) in :attr:`figures`."""
-        return self.figures / self._file_name(name, ".png")
+        """Path of figure ``name`` (``.png`` is appended unless present) in :attr:`figures`.
+
+        The folder is created, since the path is asked for to write it.
+        """
+        file = self._file_name(name, ".png")
+        self.figures.mkdir(parents=True, exist_ok=True)
+        return self.figures / file
 
     def checkpoint_path(self, name: str) -> Path:
-        """Path of checkpoint ``name`` (``.safetensors`` appended unless present)."""
-        return self.checkpoints / self._file_name(name, ".safetensors")
+        """Path of checkpoint ``name`` (``.safetensors`` appended unless present); creates
+        :attr:`checkpoints`."""
+        file = self._file_name(name, ".safetensors")
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        return self.checkpoints / file
 
     def write_config(
         self,

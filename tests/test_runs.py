@@ -45,14 +45,16 @@ class _Mode(enum.Enum):
     FAST = "fast"
 
 
-def test_creates_folders_and_keeps_existing_content(tmp_path: Path) -> None:
+def test_creates_folders_when_written_and_keeps_existing_content(tmp_path: Path) -> None:
     root = tmp_path / "a" / "b"
     root.mkdir(parents=True)
     (root / "keep.txt").write_text("old")
     run = RunDir(root)
     assert run.path == root
-    assert run.checkpoints == root / "checkpoints" and run.checkpoints.is_dir()
-    assert run.figures == root / "figures" and run.figures.is_dir()
+    # Nothing is created before something is written (a refused run leaves no empty folders).
+    assert not run.checkpoints.exists() and not run.figures.exists()
+    assert run.checkpoint_path("x").parent == root / "checkpoints" and run.checkpoints.is_dir()
+    assert run.figure_path("x").parent == root / "figures" and run.figures.is_dir()
     assert (root / "keep.txt").read_text() == "old"
     RunDir(root)
     assert (root / "keep.txt").read_text() == "old"
