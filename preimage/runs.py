@@ -317,7 +317,8 @@ class RunDir:
     r"""One run's output folder: configuration, metrics, checkpoints, figures and report.
 
     The folder and its ``checkpoints/`` and ``figures/`` subfolders are created when a file is
-    first written into them; existing content is kept. :meth:`open` is how a run claims one. Nothing is ever deleted; JSON files are replaced atomically.
+    first written into them; existing content is kept. :meth:`open` is how a run claims one. Only :meth:`open` with
+    ``overwrite`` deletes files; JSON files are replaced atomically.
 
     Args:
         path: the run folder. It may exist (a resumed run) but must not be a file.
@@ -384,7 +385,7 @@ class RunDir:
             >>> RunDir.open(tmp, kind="run spheres")
             Traceback (most recent call last):
             ...
-            preimage.errors.ConfigError: ... holds a 'train' run; choose another --out or pass --overwrite to replace it
+            preimage.errors.ConfigError: ... holds a 'train' run; choose another --out ...
         """
         run = cls(path)
         if run.config_path.is_file():
