@@ -317,8 +317,8 @@ class RunDir:
     r"""One run's output folder: configuration, metrics, checkpoints, figures and report.
 
     The folder and its ``checkpoints/`` and ``figures/`` subfolders are created when a file is
-    first written into them; existing content is kept. :meth:`open` is how a run claims one. Only :meth:`open` with
-    ``overwrite`` deletes files; JSON files are replaced atomically.
+    first written into them; existing content is kept. :meth:`open` is how a run claims one;
+    only :meth:`open` with ``overwrite`` deletes files. JSON files are replaced atomically.
 
     Args:
         path: the run folder. It may exist (a resumed run) but must not be a file.
