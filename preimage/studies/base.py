@@ -23,10 +23,11 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from preimage.errors import ConfigError
+from preimage.options import apply_overrides, option_table
 
 __all__ = ["BUDGETS", "Budget", "Study", "StudyConfig"]
 
@@ -49,6 +50,7 @@ class StudyConfig:
         device: ``auto``, ``cpu``, ``cuda``, ...
         data_dir: data root (default ``$PREIMAGE_DATA``).
         progress: show progress bars.
+        overwrite: replace an earlier run in the output folder instead of refusing.
     """
 
     budget: Budget = "cpu"
@@ -56,20 +58,30 @@ class StudyConfig:
     device: str = "auto"
     data_dir: str | None = None
     progress: bool = True
+    overwrite: bool = False
 
     BUDGETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {"smoke": {}, "cpu": {}, "paper": {}}
 
     @classmethod
     def for_budget(cls: type[C], budget: str, **overrides: Any) -> C:
-        """The config of ``budget`` with ``overrides`` applied on top."""
+        """The config of ``budget`` with ``overrides`` applied on top.
+
+        Budgets and overrides use dotted keys for nested component configs
+        (``"train.epochs"``); values may be text (parsed against the field's type, as the
+        command line's ``-o`` passes them) or typed values.
+
+        Raises:
+            ConfigError: an unknown key (the message lists the valid keys and their types) or
+                a value of the wrong type.
+        """
         if budget not in BUDGETS:
             raise ConfigError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
-        names = {f.name for f in fields(cls)}
-        unknown = set(overrides) - names
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} options: {', '.join(sorted(unknown))}")
-        values = {**cls.BUDGETS.get(budget, {}), **overrides, "budget": budget}
-        return replace(cls(), **values)
+        config = apply_overrides(cls(), {"budget": budget, **cls.BUDGETS.get(budget, {})})
+        return apply_overrides(config, overrides)
+
+    def options(self) -> list[tuple[str, str, Any]]:
+        """``(dotted key, type, value)`` of every option, as ``preimage studies NAME`` lists."""
+        return option_table(self)
 
 
 class Study(Protocol):
