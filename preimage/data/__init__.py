@@ -27,6 +27,7 @@ from preimage.data.shiftmnist import (
     make_shiftmnist,
 )
 from preimage.data.spheres import sample_spheres, sphere_label
+from preimage.data.subsets import load_train_test, subset
 from preimage.data.textures import (
     TextureBank,
     load_dtd_textures,
@@ -56,9 +57,11 @@ __all__ = [
     "load_shiftmnist",
     "load_skimage_textures",
     "load_textures",
+    "load_train_test",
     "make_shiftmnist",
     "mnist_dir",
     "read_idx",
     "sample_spheres",
     "sphere_label",
+    "subset",
 ]
