@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 .venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/preimage demo --out runs/demo
+	$(VENV)/bin/preimage demo --out runs/demo --overwrite
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check preimage tests bench

@@ -1,12 +1,17 @@
 """The ``preimage`` command line: the only place that parses argv.
 
-Every command writes a run directory (see :mod:`preimage.workflow`). Bad input ends with one line
-on stderr and exit code 2; nothing already written is removed.
+Every command writes a run directory (see :mod:`preimage.runs`) that belongs to one kind of run:
+a folder holding another run is refused unless ``--resume`` continues it or ``--overwrite``
+replaces it. Options given as ``KEY=VALUE`` (``-m`` for a model, ``-o`` for a study) are typed
+against the fields of the config they set (:mod:`preimage.options`). Bad input, a file that
+cannot be written or a failed run ends with one line on stderr and exit code 2; nothing already
+written is removed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,19 +25,15 @@ from preimage.errors import ConfigError, PreimageError
 __all__ = ["cli", "main"]
 
 _PATH = click.Path(path_type=Path)
-
-
-def _parse_options(items: Sequence[str], *, flag: str = "--model-option") -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} takes KEY=VALUE, got {item!r}")
-        try:
-            options[key.replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = raw
-    return options
+_RESUME_FIXED = (
+    "model",
+    "dataset",
+    "seed",
+    "batch_size",
+    "lr",
+    "max_steps_per_epoch",
+    "model_option",
+)
 
 
 def _device_option(f: Any) -> Any:
@@ -50,18 +51,68 @@ def _data_dir_option(f: Any) -> Any:
     )(f)
 
 
+def _progress_option(f: Any) -> Any:
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Show progress bars (default: when stderr is a terminal).",
+    )(f)
+
+
+def _overwrite_option(f: Any) -> Any:
+    return click.option(
+        "--overwrite", is_flag=True, help="Replace a run that --out already holds."
+    )(f)
+
+
+def _progress(flag: bool | None) -> bool:
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def _echo(text: str) -> None:
+    # Under torchrun every rank runs the command; only the main process speaks.
+    from preimage.train.distributed import is_main_process
+
+    if is_main_process():
+        click.echo(text)
+
+
+def _model_help() -> str:
+    from preimage.models.registry import CLASSIFIERS, MODEL_CONFIGS
+    from preimage.options import option_table
+
+    lines = ["Models and their -m options (KEY type = default):"]
+    for name in CLASSIFIERS:
+        table = option_table(MODEL_CONFIGS[name]())
+        lines.append(f"  {name}: " + ", ".join(f"{k} {t} = {v!r}" for k, t, v in table))
+    return "\n".join(lines)
+
+
+class _TrainCommand(click.Command):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        for line in _model_help().splitlines():
+            formatter.write_text(line)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="preimage")
 def cli() -> None:
     """Make visible, measure and reduce what neural-network classifiers ignore."""
 
 
-@cli.command()
+@cli.command(cls=_TrainCommand)
 @click.option("--out", type=_PATH, required=True, help="Run directory to write.")
-@click.option("--model", default="fi-revnet", show_default=True, help="Model name.")
+@click.option(
+    "--model",
+    default="fi-revnet",
+    show_default=True,
+    help="cnn, fi-revnet or i-resnet (options listed below).",
+)
 @click.option("--dataset", default="mnist", show_default=True, help="mnist, digits or spheres.")
 @click.option("--epochs", type=int, default=None, help="Epochs (default: the recipe's 100).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out after its last epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (only --epochs changes).")
+@_overwrite_option
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @_data_dir_option
 @_device_option
@@ -74,16 +125,22 @@ def cli() -> None:
     "model_option",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Model option, e.g. -m hidden=128 -m readout=dct (repeatable).",
+    help="Model option, e.g. -m hidden=128 -m readout=dct (repeatable; listed below).",
 )
-@click.option("--download", is_flag=True, help="Download missing MNIST files (checksummed).")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option(
+    "--download/--no-download",
+    default=True,
+    show_default=True,
+    help="Download missing MNIST files (checksummed) into the data root.",
+)
+@_progress_option
 def train(
     out: Path,
     model: str,
     dataset: str,
     epochs: int | None,
     resume: bool,
+    overwrite: bool,
     seed: int | None,
     data_dir: Path | None,
     device: str,
@@ -92,13 +149,50 @@ def train(
     max_steps_per_epoch: int | None,
     model_option: tuple[str, ...],
     download: bool,
-    progress: bool,
+    progress: bool | None,
 ) -> None:
-    """Train a model; writes config.json, metrics.json, checkpoints/, figures/, report.html."""
+    """Train a classifier; writes config.json, metrics.json, checkpoints/, figures/, report.html."""
+    from preimage.models.registry import CLASSIFIERS, MODEL_CONFIGS
+    from preimage.options import apply_overrides, parse_assignments
     from preimage.train import TrainConfig
     from preimage.workflow import DATASET_PRESETS, train_run
 
-    preset = DATASET_PRESETS.get(dataset, {}).get("train", {})
+    ctx = click.get_current_context()
+    if resume:
+        given = [
+            "--" + name.replace("_", "-")
+            for name in _RESUME_FIXED
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise ConfigError(
+                f"--resume continues the stored run; drop {', '.join(given)} "
+                "(only --epochs and --device may be given)"
+            )
+        if overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+        metrics = train_run(
+            out,
+            resume=True,
+            argv=sys.argv,
+            progress=_progress(progress),
+            data_dir=data_dir,
+            resume_overrides={"epochs": epochs, "device": device},
+        )
+        _summary(out, metrics)
+        return
+    if model == "i-resnet-flow":
+        raise ConfigError(
+            "i-resnet-flow is a density model; train it with its likelihood through "
+            "`preimage run iresnet-mnist-flow`"
+        )
+    if model not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model {model!r}; known models: {', '.join(CLASSIFIERS)}")
+    options = parse_assignments(model_option, flag="--model-option")
+    preset = DATASET_PRESETS.get(dataset, {}).get("model", {}) if model == "fi-revnet" else {}
+    typed = apply_overrides(MODEL_CONFIGS[model](**preset), options)
+    model_options = {**preset, **{k: getattr(typed, k) for k in options}}
+    train_preset = DATASET_PRESETS.get(dataset, {}).get("train", {})
     overrides = {
         "epochs": epochs,
         "seed": seed,
@@ -107,28 +201,20 @@ def train(
         "lr": lr,
         "max_steps_per_epoch": max_steps_per_epoch,
     }
-    config = replace(TrainConfig(**preset), **{k: v for k, v in overrides.items() if v is not None})
-    if resume:
-        metrics = train_run(
-            out,
-            resume=True,
-            argv=sys.argv,
-            progress=progress,
-            data_dir=data_dir,
-            resume_overrides={"epochs": epochs, "device": device},
-        )
-        _summary(out, metrics)
-        return
+    config = replace(
+        TrainConfig(**train_preset), **{k: v for k, v in overrides.items() if v is not None}
+    )
     metrics = train_run(
         out,
         model=model,
         dataset=dataset,
-        model_options=_parse_options(model_option),
+        model_options=model_options,
         train=config,
         data_dir=data_dir,
         argv=sys.argv,
-        progress=progress,
+        progress=_progress(progress),
         download=download,
+        overwrite=overwrite,
     )
     _summary(out, metrics)
 
@@ -141,23 +227,37 @@ def evaluate(run_dir: Path, data_dir: Path | None, device: str) -> None:
     """Test accuracy and max inverse error of RUN_DIR's checkpoint, printed as JSON."""
     from preimage.workflow import evaluate_run
 
-    click.echo(json.dumps(evaluate_run(run_dir, data_dir=data_dir, device=device), indent=2))
+    _echo(json.dumps(evaluate_run(run_dir, data_dir=data_dir, device=device), indent=2))
 
 
 @cli.command()
 @click.option("--out", type=_PATH, default=Path("runs/demo"), show_default=True)
 @click.option("--epochs", type=int, default=None, help="Epochs (default 20).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@_overwrite_option
 @_device_option
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
-def demo(out: Path, epochs: int | None, seed: int, device: str, progress: bool) -> None:
+@_progress_option
+def demo(
+    out: Path, epochs: int | None, seed: int, overwrite: bool, device: str, progress: bool | None
+) -> None:
     """Train a small fi-RevNet on the embedded 8x8 digits; report with metamers."""
     from preimage.studies.demo import DemoConfig, run
 
-    config = DemoConfig(seed=seed, device=device, progress=progress)
+    config = DemoConfig(seed=seed, device=device, progress=_progress(progress))
     if epochs is not None:
         config = replace(config, epochs=epochs)
-    _summary(out, run(config, out, argv=sys.argv))
+    _summary(out, run(config, out, argv=sys.argv, overwrite=overwrite))
+
+
+@cli.command()
+@click.argument("dataset", type=click.Choice(["mnist"]))
+@_data_dir_option
+def data(dataset: str, data_dir: Path | None) -> None:
+    """Download DATASET (checksummed) into the data root, or verify a local copy."""
+    from preimage.data import download_mnist
+
+    folder = download_mnist(data_dir)
+    _echo(f"{dataset}: verified files in {Path(folder).resolve()}")
 
 
 @cli.command("run")
@@ -170,54 +270,84 @@ def demo(out: Path, epochs: int | None, seed: int, device: str, progress: bool) 
     show_default=True,
     help="smoke: seconds (tests); cpu: <= 45 min on 2 cores; paper: the paper's settings.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @_data_dir_option
-@_device_option
+@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option(
     "--option",
     "-o",
     "option",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Study option overriding the budget's value (repeatable).",
+    help="Study option overriding the budget's value, dotted for nested configs "
+    "(-o train.epochs=3); `preimage studies STUDY` lists them (repeatable).",
 )
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@_overwrite_option
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+@_progress_option
 def run_study(
     study: str,
     out: Path,
     budget: str,
-    seed: int,
+    seed: int | None,
     data_dir: Path | None,
-    device: str,
+    device: str | None,
     option: tuple[str, ...],
-    progress: bool,
+    overwrite: bool,
+    as_json: bool,
+    progress: bool | None,
 ) -> None:
     """Run STUDY, an experiment of the papers; see `preimage studies` for the list."""
+    from preimage.options import parse_assignments
     from preimage.studies import get_study
 
     module = get_study(study)
-    overrides = _parse_options(option, flag="--option")
-    config = module.Config.for_budget(
-        budget,
-        seed=seed,
-        device=device,
-        progress=progress,
-        data_dir=None if data_dir is None else str(data_dir),
-        **overrides,
-    )
+    overrides: dict[str, Any] = dict(parse_assignments(option, flag="--option"))
+    flags = {"seed": seed, "device": device, "overwrite": overwrite or None}
+    if data_dir is not None:
+        flags["data_dir"] = str(data_dir)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in overrides and str(overrides[key]) != str(value):
+            raise ConfigError(f"--{key.replace('_', '-')} and -o {key} disagree; give one")
+        overrides[key] = value
+    overrides["progress"] = _progress(progress)
+    config = module.Config.for_budget(budget, **overrides)
     metrics = module.run(config, out, argv=sys.argv)
-    click.echo(json.dumps(_printable(metrics), indent=2))
-    click.echo(f"report: {(Path(out) / 'report.html').resolve()}")
+    if as_json:
+        _echo(json.dumps(_printable(metrics), indent=2))
 
 
 @cli.command("studies")
-def list_studies() -> None:
-    """List the studies `preimage run` knows."""
+@click.argument("study", required=False)
+@click.option("--budget", type=click.Choice(["smoke", "cpu", "paper"]), default="cpu")
+def list_studies(study: str | None, budget: str) -> None:
+    """List the studies `preimage run` knows, or STUDY's options with their defaults."""
     from preimage.studies import STUDIES, get_study
 
-    for name in sorted(STUDIES):
-        doc = (get_study(name).__doc__ or "").strip().splitlines()
-        click.echo(f"{name:28s} {doc[0] if doc else ''}")
+    if study is None:
+        for name in sorted(STUDIES):
+            _echo(f"{name:28s} {_plain_text(_first_line(get_study(name).__doc__))}")
+        return
+    module = get_study(study)
+    config = module.Config.for_budget(budget)
+    _echo(f"{study}: {_plain_text(_first_line(module.__doc__))}")
+    _echo(f"options at --budget {budget} (set with -o KEY=VALUE):")
+    for key, kind, value in config.options():
+        _echo(f"  {key:32s} {kind:24s} {value!r}")
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _plain_text(text: str) -> str:
+    """A docstring line without reST markup: ``x`` -> x, :role:`~a.b.C` -> C, :math:`a` -> a."""
+    text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", text)
+    text = text.replace("``", "")
+    return re.sub(r"`([^`]*)`", r"\1", text)
 
 
 def _printable(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -230,8 +360,8 @@ def _summary(out: Path, metrics: dict[str, Any]) -> None:
         parts.append(f"test accuracy {100 * metrics['test_accuracy']:.2f}%")
     if metrics.get("max_inverse_error") is not None:
         parts.append(f"max inverse error {metrics['max_inverse_error']:.2e}")
-    click.echo(", ".join(parts))
-    click.echo(f"report: {(Path(out) / 'report.html').resolve()}")
+    _echo(", ".join(parts))
+    _echo(f"report: {(Path(out) / 'report.html').resolve()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=args, prog_name="preimage", standalone_mode=False)
     except click.exceptions.UsageError as err:
-        where = f"preimage {err.ctx.command_path.split(' ', 1)[-1]}" if err.ctx else "preimage"
+        where = err.ctx.command_path if err.ctx else "preimage"
         click.echo(
             f"preimage: error: {_one_line(err.format_message())} (see '{where} --help')", err=True
         )
@@ -252,6 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(err.exit_code)
     except PreimageError as err:
         click.echo(f"preimage: error: {_one_line(str(err)) or type(err).__name__}", err=True)
+        return 2
+    except OSError as err:
+        # A read-only or full disk, a path under /proc: input the user can fix, not a bug.
+        where = f"{err.filename}: " if err.filename else ""
+        click.echo(f"preimage: error: {where}{err.strerror or err}", err=True)
+        return 2
+    except UnicodeError as err:
+        click.echo(f"preimage: error: a path or text is not valid UTF-8 ({err.reason})", err=True)
         return 2
     except KeyboardInterrupt:
         click.echo("preimage: interrupted; completed epochs are checkpointed", err=True)

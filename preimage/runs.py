@@ -407,12 +407,14 @@ class RunDir:
                     "replace it, or choose another --out"
                 )
         run._remove_stale_temporaries()
-        try:
-            run.path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DataError(f"cannot create run directory {run.path}: {err.strerror}") from err
-        if not os.access(run.path, os.W_OK):
-            raise DataError(f"cannot write run directory {run.path}: permission denied")
+        # The folder itself is made by the first write; what can be checked now is checked now.
+        existing = run.path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"cannot make run directory {run.path}: {existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise DataError(f"cannot write run directory {run.path}: {existing} is not writable")
         return run
 
     def _remove_run_files(self) -> None:

@@ -41,10 +41,12 @@ from preimage.report import Report, plots
 from preimage.runs import RunDir
 from preimage.train import TrainConfig, Trainer, load_checkpoint, resolve_device
 from preimage.train.distributed import is_main_process
+from preimage.train.loop import CHECKPOINT_FILE
 
 __all__ = [
     "CHECKPOINT_NAME",
     "DATASET_PRESETS",
+    "RESUMABLE",
     "evaluate_run",
     "inverse_error",
     "load_run_model",
@@ -52,7 +54,10 @@ __all__ = [
     "write_train_report",
 ]
 
-CHECKPOINT_NAME = "last.safetensors"
+CHECKPOINT_NAME = CHECKPOINT_FILE
+
+RESUMABLE: tuple[str, ...] = ("epochs", "device")
+"""The settings ``--resume`` may change; every other one belongs to the stored run."""
 
 DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # CPU-sized fi-RevNet; the paper's MNIST network (3 stages x 16 blocks x 128 filters) is
@@ -133,31 +138,38 @@ def train_run(
     extra_config: Mapping[str, Any] | None = None,
     download: bool = False,
     resume_overrides: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on ``dataset`` and write the full run directory; return the metrics.
 
-    With ``resume=True`` the configuration stored in ``out_dir/config.json`` is used (only
-    ``epochs`` and ``device`` may change, through ``resume_overrides``; ``train`` and
-    ``model_options`` are ignored) and training continues after the last completed epoch.
-    Without it, a directory that already holds a checkpoint is refused rather than overwritten.
+    With ``resume=True`` the configuration stored in ``out_dir/config.json`` is used and
+    training continues after the last completed epoch; only ``epochs`` and ``device`` may be
+    given (through ``resume_overrides``), anything else is refused with the names of the
+    conflicting settings. Each resume is appended to ``config.json``'s ``history``; the original
+    ``argv`` and ``created`` stay. Without ``resume``, a folder that already holds a run (of any
+    kind) is refused unless ``overwrite`` replaces it.
     """
-    run = RunDir(out_dir)
+    # Only the main process claims the folder: the other ranks would see its fresh config.json.
+    if is_main_process():
+        run = RunDir.open(out_dir, kind="train", resume=resume, overwrite=overwrite)
+    else:
+        run = RunDir(out_dir)
+    changed = {k: v for k, v in (resume_overrides or {}).items() if v is not None}
     ckpt = _checkpoint_path(run)
     if resume:
-        if not ckpt.is_file() or not (run.path / "config.json").is_file():
+        if not ckpt.is_file() or not run.config_path.is_file():
             raise CheckpointError(f"nothing to resume in {run.path}: no config.json or {ckpt.name}")
         stored = run.read_config()["config"]
         model, dataset = stored["model"], stored["dataset"]
         model_options = stored["model_options"]
-        allowed = {k: v for k, v in (resume_overrides or {}).items() if v is not None}
-        if set(allowed) - {"epochs", "device"}:
-            raise ConfigError("only epochs and device may change when resuming a run")
-        train = replace(TrainConfig.from_dict(stored["train"]), **allowed)
+        refused = sorted(set(changed) - set(RESUMABLE))
+        if refused:
+            raise ConfigError(
+                f"--resume continues the stored run; it cannot change {', '.join(refused)} "
+                f"(only {', '.join(RESUMABLE)} may be given)"
+            )
+        train = replace(TrainConfig.from_dict(stored["train"]), **changed)
         data_dir = data_dir if data_dir is not None else stored.get("data_dir")
-    elif ckpt.exists():
-        raise ConfigError(
-            f"{run.path} already holds a run; pass --resume to continue it or choose another --out"
-        )
     if train is None:
         preset = DATASET_PRESETS.get(dataset, {}).get("train", {})
         train = TrainConfig(**preset)
@@ -181,14 +193,16 @@ def train_run(
         **(extra_config or {}),
     }
     main = is_main_process()
-    if main:
+    if main and resume:
+        run.record_resume(argv, changed)
+    elif main:
         run.write_config(config, argv=argv, seed=train.seed, command="train")
     trainer = Trainer(
         net,
         (train_split.images, train_split.labels),
         (test_split.images, test_split.labels),
         train,
-        out_dir=run.path,
+        out_dir=run,
         progress=progress,
         model_class=type(net).__name__,
     )

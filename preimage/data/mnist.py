@@ -227,7 +227,8 @@ def _read_verified(path: Path, expected: str | None) -> np.ndarray:
     if hasher is not None and hasher.hexdigest() != expected:
         raise DataError(
             f"{path}: checksum mismatch (sha256 of the decompressed data is "
-            f"{hasher.hexdigest()}, expected {expected}); fetch it again with download=True"
+            f"{hasher.hexdigest()}, expected {expected}); fetch it again with "
+            "`preimage data mnist` (download=True in the API)"
         )
     return array
 
@@ -331,9 +332,9 @@ def _load_split(
         path = _locate(folder, name)
         if path is None:
             raise DataError(
-                f"MNIST file {name!r} is missing in {folder}; pass download=True (or the CLI's "
-                f"download option) to fetch it, or point the CLI's --data-dir or $PREIMAGE_DATA "
-                f"at a folder holding the official IDX files"
+                f"MNIST file {name!r} is missing in {folder}; pass --download (download=True in "
+                f"the API) to fetch it, or point --data-dir or $PREIMAGE_DATA at a folder holding "
+                f"the official IDX files"
             )
         paths.append(path)
     images = _read_verified(paths[0], expected.get(names[0]))

@@ -15,11 +15,11 @@ from typing import Any
 from torch import nn
 
 from preimage.errors import ConfigError
-from preimage.models.baselines import CNN
-from preimage.models.firevnet import FiRevNet
-from preimage.models.iresnet import IResNet, build_iresnet_flow
+from preimage.models.baselines import CNN, CNNConfig
+from preimage.models.firevnet import FiRevNet, FiRevNetConfig
+from preimage.models.iresnet import IResNet, IResNetConfig, IResNetFlowConfig, build_iresnet_flow
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["CLASSIFIERS", "MODELS", "MODEL_CONFIGS", "build_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": CNN,
@@ -28,6 +28,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "i-resnet-flow": build_iresnet_flow,
 }
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""
+
+MODEL_CONFIGS: dict[str, type] = {
+    "cnn": CNNConfig,
+    "fi-revnet": FiRevNetConfig,
+    "i-resnet": IResNetConfig,
+    "i-resnet-flow": IResNetFlowConfig,
+}
+"""Model name -> the dataclass of its options: what ``-m KEY=VALUE`` is typed against."""
+
+CLASSIFIERS: tuple[str, ...] = ("cnn", "fi-revnet", "i-resnet")
+"""The models ``preimage train`` trains with cross-entropy. ``i-resnet-flow`` is a density
+model; the ``iresnet-mnist-flow`` study trains it with its likelihood."""
 
 
 def build_model(name: str, in_shape: Sequence[int], num_classes: int, **options: Any) -> nn.Module:

@@ -45,9 +45,16 @@ class DemoConfig:
 
 
 def run(
-    config: DemoConfig, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
+    config: DemoConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    argv: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train the demo model into ``out_dir`` and return its metrics.
+
+    ``overwrite`` replaces an earlier run in ``out_dir`` (``make demo`` passes it, so that it
+    can run again).
 
     Example:
         >>> import tempfile
@@ -77,4 +84,5 @@ def run(
         progress=config.progress,
         title="preimage demo: a fully invertible RevNet on 8x8 digits",
         extra_config={"demo": asdict(config)},
+        overwrite=overwrite,
     )

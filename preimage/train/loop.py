@@ -40,15 +40,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from preimage.errors import CheckpointError, ConfigError, DataError, ShapeError, TrainingError
+from preimage.runs import RunDir
 from preimage.train.augment import dequantize, random_shift
 from preimage.train.checkpoint import (
-    atomic_write_bytes,
     load_checkpoint,
     read_checkpoint_metadata,
     save_checkpoint,
 )
 from preimage.train.config import TrainConfig, resolve_device
 from preimage.train.distributed import DistributedContext, init_distributed
+
+CHECKPOINT_FILE = "last.safetensors"
+"""The trainer's checkpoint in ``checkpoints/``, rewritten after every epoch."""
 
 __all__ = [
     "Callback",
@@ -265,7 +268,7 @@ class Trainer:
         config: TrainConfig,
         *,
         loss_fn: LossFn | None = None,
-        out_dir: str | Path | None = None,
+        out_dir: str | Path | RunDir | None = None,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
         model_class: str | None = None,
@@ -285,7 +288,10 @@ class Trainer:
         self.loss_fn: LossFn = cross_entropy_loss if loss_fn is None else loss_fn
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(self.device)
-        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.run: RunDir | None = (
+            None if out_dir is None else out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)
+        )
+        self.out_dir = None if self.run is None else self.run.path
         self.callbacks = tuple(callbacks)
         self.progress = progress
         self.model_class = type(model).__name__ if model_class is None else model_class
@@ -327,7 +333,7 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path | None:
         """``out_dir/checkpoints/last.safetensors``, or ``None`` without ``out_dir``."""
-        return None if self.out_dir is None else self.out_dir / "checkpoints" / "last.safetensors"
+        return None if self.run is None else self.run.checkpoints / CHECKPOINT_FILE
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train for ``config.epochs`` epochs and return the last epoch's history entry.
@@ -548,7 +554,7 @@ class Trainer:
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _write_run_files(self, epoch: int) -> None:
-        if self.out_dir is not None and self.is_main_process:
+        if self.run is not None and self.is_main_process:
             state: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "global_step": self.global_step,
@@ -559,16 +565,20 @@ class Trainer:
             for key, part in _loss_parts(self.loss_fn).items():
                 state[key] = part.state_dict()
             save_checkpoint(
-                self.checkpoint_path,  # type: ignore[arg-type]
+                self.run.checkpoint_path(CHECKPOINT_FILE),
                 model=self.model,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 state=state,
                 model_class=self.model_class,
             )
-            metrics = {"final": self.history[-1], "history": self.history}
-            atomic_write_bytes(
-                self.out_dir / "metrics.json", json.dumps(metrics, indent=2).encode() + b"\n"
+            # Through RunDir, so that non-finite values become null like every other metric.
+            self.run.write_metrics(
+                {
+                    "epochs_completed": len(self.history),
+                    "final": self.history[-1],
+                    "history": self.history,
+                }
             )
         # Nobody reads a half-written checkpoint: all ranks go on once rank 0 has finished.
         self.context.barrier()
