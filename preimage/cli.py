@@ -10,6 +10,7 @@ written is removed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -25,6 +26,17 @@ from preimage.errors import ConfigError, PreimageError
 __all__ = ["cli", "main"]
 
 _PATH = click.Path(path_type=Path)
+
+
+def _out_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    # click turns "" into Path("."), the current folder: refuse it before that happens.
+    if value is None:
+        return None
+    if value == "":
+        raise ConfigError("--out must not be an empty path")
+    return Path(value)
+
+
 _RESUME_FIXED = (
     "model",
     "dataset",
@@ -102,7 +114,7 @@ def cli() -> None:
 
 
 @cli.command(cls=_TrainCommand)
-@click.option("--out", type=_PATH, required=True, help="Run directory to write.")
+@click.option("--out", type=str, required=True, callback=_out_dir, help="Run directory to write.")
 @click.option(
     "--model",
     default="fi-revnet",
@@ -231,7 +243,7 @@ def evaluate(run_dir: Path, data_dir: Path | None, device: str) -> None:
 
 
 @cli.command()
-@click.option("--out", type=_PATH, default=Path("runs/demo"), show_default=True)
+@click.option("--out", type=str, default="runs/demo", show_default=True, callback=_out_dir)
 @click.option("--epochs", type=int, default=None, help="Epochs (default 20).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_overwrite_option
@@ -262,7 +274,7 @@ def data(dataset: str, data_dir: Path | None) -> None:
 
 @cli.command("run")
 @click.argument("study")
-@click.option("--out", type=_PATH, required=True, help="Run directory to write.")
+@click.option("--out", type=str, required=True, callback=_out_dir, help="Run directory to write.")
 @click.option(
     "--budget",
     type=click.Choice(["smoke", "cpu", "paper"]),
@@ -299,6 +311,7 @@ def run_study(
 ) -> None:
     """Run STUDY, an experiment of the papers; see `preimage studies` for the list."""
     from preimage.options import parse_assignments
+    from preimage.runs import RunDir
     from preimage.studies import get_study
 
     module = get_study(study)
@@ -314,9 +327,15 @@ def run_study(
         overrides[key] = value
     overrides["progress"] = _progress(progress)
     config = module.Config.for_budget(budget, **overrides)
-    metrics = module.run(config, out, argv=sys.argv)
+    # Refuse a folder that holds another run before any data is loaded or model trained.
+    RunDir.open(out, kind=f"run {study}", overwrite=config.overwrite)
     if as_json:
+        # stdout carries the JSON alone, so that it can be piped; the summary goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            metrics = module.run(config, out, argv=sys.argv)
         _echo(json.dumps(_printable(metrics), indent=2))
+    else:
+        module.run(config, out, argv=sys.argv)
 
 
 @cli.command("studies")

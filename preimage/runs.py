@@ -309,6 +309,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from err
+    except RecursionError:
+        raise DataError(f"{path} nests too deeply to be a preimage file") from None
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text") from err
 

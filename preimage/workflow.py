@@ -302,8 +302,8 @@ def write_train_report(
     )
     if metrics.get("max_inverse_error") is not None:
         summary += (
-            " Largest reconstruction error over the test set: max|x - F^-1(F(x))| = "
-            f"{metrics['max_inverse_error']:.3g}."
+            f" Largest reconstruction error over all {len(test)} test images: "
+            f"max|x - F^-1(F(x))| = {metrics['max_inverse_error']:.3g}."
         )
     report.add_text(summary)
     report.add_metrics({k: v for k, v in metrics.items() if k != "history"})
@@ -322,25 +322,34 @@ def write_train_report(
             x_rec = net.inverse(z)
         fig = plots.reconstruction_figure(x.cpu(), x_rec.cpu(), n=len(x))
         path = plots.save_figure(fig, run.figures / "reconstructions.png")
-        report.add_figure(path, "Inputs, their reconstructions F^-1(F(x)) and |difference|.")
+        report.add_figure(
+            path,
+            f"{len(x)} test inputs (one per class where possible), their reconstructions "
+            f"F^-1(F(x)) and |difference|; the title's max |x - x_rec| is over these {len(x)} "
+            "images only (the summary above gives it over the whole test set).",
+        )
         if hasattr(net, "split") and hasattr(net, "merge"):
             k = min(len(x), 6)
             sem, nui = x[:k], (x[k : 2 * k] if len(x) >= 2 * k else x[:k].flip(0))
             met = metamer_grid(net, sem, nui)
             with torch.no_grad():
                 pred = net.logits(met.reshape(-1, *met.shape[2:])).argmax(1)
+            outside = float(((met < 0) | (met > 1)).float().mean())
             fig = plots.metamer_grid(
                 sem.cpu(),
                 nui.cpu(),
-                met.cpu(),
+                met.clamp(0.0, 1.0).cpu(),
                 predicted=pred.reshape(met.shape[0], met.shape[1]).cpu(),
             )
             path = plots.save_figure(fig, run.figures / "metamers.png")
             report.add_figure(
                 path,
                 "Metameric samples x* = F^-1(z_s(a), z_n(b)): row = logits source a, column = "
-                "nuisance source b. Every cell has exactly the logits of its row, so the "
-                "classifier predicts the row's class; what you see is what it ignores.",
+                "nuisance source b; the corner number is the model's prediction, which is the "
+                "row's class since every cell has exactly the logits of its row. Display clamped "
+                f"to [0, 1]: {100 * outside:.1f}% of the metamers' pixels lie outside it (values "
+                f"span {float(met.min()):.3g} to {float(met.max()):.3g}), so a cell shows what "
+                "the model ignores only where it is not clamped.",
             )
     report.add_config(config)
     return report.write(run.path / "report.html")

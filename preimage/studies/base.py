@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from preimage.errors import ConfigError
-from preimage.options import apply_overrides, option_table
+from preimage.options import apply_overrides, check_field_types, option_table
+from preimage.train.config import check_device_name
 
 __all__ = ["BUDGETS", "Budget", "Study", "StudyConfig"]
 
@@ -61,6 +62,13 @@ class StudyConfig:
     overwrite: bool = False
 
     BUDGETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {"smoke": {}, "cpu": {}, "paper": {}}
+
+    def __post_init__(self) -> None:
+        # Checked when the config is built, so a bad value never opens a run directory.
+        check_field_types(self)
+        if self.budget not in BUDGETS:
+            raise ConfigError(f"unknown budget {self.budget!r}; use one of {', '.join(BUDGETS)}")
+        check_device_name(self.device)
 
     @classmethod
     def for_budget(cls: type[C], budget: str, **overrides: Any) -> C:

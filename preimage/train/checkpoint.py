@@ -294,7 +294,7 @@ def _read_header(path: Path, data: bytes) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is truncated or not a safetensors file")
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"checkpoint {path} is corrupted: unreadable header") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"checkpoint {path} is corrupted: header is not a JSON object")
@@ -399,7 +399,8 @@ def _dumps(obj: Any) -> str:
 def _loads(path: Path, text: str, tensors: dict[str, Tensor]) -> Any:
     try:
         return _decode(json.loads(text), tensors)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
+        # RecursionError: a crafted file nesting its metadata deeper than Python's stack.
         raise CheckpointError(
             f"checkpoint {path} is corrupted: bad metadata ({type(e).__name__})"
         ) from None

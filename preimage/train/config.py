@@ -19,7 +19,7 @@ import torch
 
 from preimage.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "resolve_device"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "check_device_name", "resolve_device"]
 
 OPTIMIZERS: tuple[str, ...] = ("adamax", "adam", "sgd")
 """Names accepted by :attr:`TrainConfig.optimizer`."""
@@ -105,7 +105,7 @@ class TrainConfig:
         _check_int("seed", self.seed, minimum=0)
         if self.seed >= 2**63:
             raise ConfigError(f"TrainConfig.seed must be < 2**63, got {self.seed}")
-        _check_device_name(self.device)
+        check_device_name(self.device)
         _check_int("eval_batch_size", self.eval_batch_size, minimum=1)
         if self.grad_clip is not None:
             self.grad_clip = _check_float("grad_clip", self.grad_clip, positive=True)
@@ -152,7 +152,7 @@ def resolve_device(name: str) -> torch.device:
         >>> resolve_device("cpu")
         device(type='cpu')
     """
-    _check_device_name(name)
+    check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -172,7 +172,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _check_device_name(name: object) -> None:
+def check_device_name(name: object) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a device name preimage accepts."""
     if not isinstance(name, str):
         raise ConfigError(f"device must be a string, got {name!r}")
     if name == "auto":

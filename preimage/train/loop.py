@@ -409,7 +409,7 @@ class Trainer:
         # Compare configs before touching the model, so a refused resume changes nothing.
         try:
             saved = json.loads(read_checkpoint_metadata(path).get("state", "{}"))["config"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
             raise CheckpointError(f"checkpoint {path} holds no readable training state") from None
         changed = sorted(
             k
