@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from preimage.attacks.base import Attack, Bounds, EpsilonResult, classifier_logits
+from preimage.attacks.base import Attack, Bounds, EpsilonResult
 from preimage.errors import ConfigError, ShapeError
+from preimage.nn.classifier import logits_of
 
 __all__ = ["L2PGD", "LinfPGD", "ProjectedGradientDescent"]
 
@@ -135,7 +136,7 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
         labels = self._check_labels(labels, inputs)
         eps_list = _epsilon_list(epsilons)
         with torch.no_grad():
-            num_classes = classifier_logits(model, inputs[:1]).shape[1]
+            num_classes = logits_of(model, inputs[:1]).shape[1]
         if int(labels.max()) >= num_classes:
             raise ConfigError(f"labels must lie in [0, {num_classes}), got {int(labels.max())}")
         generator = None
@@ -174,7 +175,7 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
             x = x0.clone()
         for _ in range(self.steps):
             x.requires_grad_(True)
-            loss = F.cross_entropy(classifier_logits(model, x), labels, reduction="sum")
+            loss = F.cross_entropy(logits_of(model, x), labels, reduction="sum")
             # autograd.grad w.r.t. x only: the model's parameter gradients stay untouched.
             (grad,) = torch.autograd.grad(loss, x)
             with torch.no_grad():
@@ -183,7 +184,7 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
         raw = x.detach()
         with torch.no_grad():
             clipped = self.bounds.clip(x0 + self.project(raw - x0, epsilon))
-            success = classifier_logits(model, clipped).argmax(dim=1) != labels
+            success = logits_of(model, clipped).argmax(dim=1) != labels
             distance = self.norm(clipped - x0)
         return EpsilonResult(
             x_adv=clipped, success=success, distance=distance, epsilon=epsilon, raw=raw

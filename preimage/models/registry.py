@@ -17,14 +17,15 @@ from torch import nn
 from preimage.errors import ConfigError
 from preimage.models.baselines import CNN
 from preimage.models.firevnet import FiRevNet
-from preimage.models.iresnet import IResNet, build_iresnet_flow
+from preimage.models.iresnet import build_iresnet
+from preimage.models.iresnet_flow import build_iresnet_flow
 
 __all__ = ["MODELS", "build_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": CNN,
     "fi-revnet": FiRevNet,
-    "i-resnet": IResNet,
+    "i-resnet": build_iresnet,
     "i-resnet-flow": build_iresnet_flow,
 }
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""
