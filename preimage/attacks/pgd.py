@@ -74,9 +74,12 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
     steepest-ascent direction of the norm), :meth:`project` (onto the ball around zero) and
     :meth:`norm` (per-sample distances).
 
+    Subclasses share this constructor and only set ``default_rel_stepsize``.
+
     Args:
-        steps: gradient steps per epsilon.
-        rel_stepsize: step size relative to epsilon.
+        steps: gradient steps per epsilon, at least 1 (default 40).
+        rel_stepsize: step size relative to epsilon (default: the subclass'
+            ``default_rel_stepsize``).
         abs_stepsize: absolute step size; takes precedence over ``rel_stepsize`` when given.
         random_start: start from a uniform sample of the ball instead of the input.
         bounds: the input box; every iterate is clipped into it.
@@ -85,18 +88,23 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
         Rauber et al. (2017), *Foolbox*, ``attacks/gradient_descent_base.py``.
     """
 
+    default_rel_stepsize: float = 0.025
+
     def __init__(
         self,
         *,
-        steps: int,
-        rel_stepsize: float,
+        steps: int = 40,
+        rel_stepsize: float | None = None,
         abs_stepsize: float | None = None,
         random_start: bool = True,
         bounds: Bounds = Bounds(),
     ) -> None:
         super().__init__(bounds=bounds)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps must be a non-negative integer, got {steps!r}")
+        if rel_stepsize is None:
+            rel_stepsize = self.default_rel_stepsize
+        # Zero steps would return the (random) start and call it an attack.
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
         if not (math.isfinite(rel_stepsize) and rel_stepsize >= 0):
             raise ConfigError(f"rel_stepsize must be finite and >= 0, got {rel_stepsize!r}")
         if abs_stepsize is not None and not (math.isfinite(abs_stepsize) and abs_stepsize >= 0):
@@ -220,22 +228,7 @@ class L2PGD(ProjectedGradientDescent):
         ``L2ProjectedGradientDescentAttack``.
     """
 
-    def __init__(
-        self,
-        *,
-        steps: int = 40,
-        rel_stepsize: float = 0.025,
-        abs_stepsize: float | None = None,
-        random_start: bool = True,
-        bounds: Bounds = Bounds(),
-    ) -> None:
-        super().__init__(
-            steps=steps,
-            rel_stepsize=rel_stepsize,
-            abs_stepsize=abs_stepsize,
-            random_start=random_start,
-            bounds=bounds,
-        )
+    default_rel_stepsize = 0.025
 
     def random_start_delta(
         self, x: Tensor, epsilon: float, generator: torch.Generator | None
@@ -284,22 +277,7 @@ class LinfPGD(ProjectedGradientDescent):
         ``LinfProjectedGradientDescentAttack``.
     """
 
-    def __init__(
-        self,
-        *,
-        steps: int = 40,
-        rel_stepsize: float = 0.01 / 0.3,
-        abs_stepsize: float | None = None,
-        random_start: bool = True,
-        bounds: Bounds = Bounds(),
-    ) -> None:
-        super().__init__(
-            steps=steps,
-            rel_stepsize=rel_stepsize,
-            abs_stepsize=abs_stepsize,
-            random_start=random_start,
-            bounds=bounds,
-        )
+    default_rel_stepsize = 0.01 / 0.3
 
     def random_start_delta(
         self, x: Tensor, epsilon: float, generator: torch.Generator | None

@@ -461,6 +461,8 @@ def _anderson_step(
     scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
     eye = torch.eye(gram.shape[1], dtype=gram.dtype, device=gram.device)
     gamma = torch.linalg.solve(gram + 1e-10 * scale.view(-1, 1, 1) * eye, d_f.transpose(1, 2) @ f)
+    # A degenerate history (e.g. zero residuals once converged) falls back to the plain step.
+    gamma = torch.where(torch.isfinite(gamma).all(dim=1, keepdim=True), gamma, 0.0)
     z_next = (gs[:, :, -1:] - d_g @ gamma).squeeze(2)
     return z_next.to(z.dtype).reshape(z.shape)
 
