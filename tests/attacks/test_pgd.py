@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from preimage.attacks.base import Bounds
 from preimage.attacks.pgd import L2PGD, LinfPGD
 from preimage.errors import ConfigError, ShapeError
 from tests.attacks.toy import AffineInvertibleClassifier
