@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "ConvergenceError",
+    "DTypeError",
     "DataError",
     "PreimageError",
     "ShapeError",
@@ -27,6 +28,10 @@ class ConfigError(PreimageError, ValueError):
 
 class ShapeError(PreimageError, ValueError):
     """An input whose shape a model or block cannot take."""
+
+
+class DTypeError(PreimageError, TypeError):
+    """An input whose dtype differs from the model's (e.g. float64 data for a float32 model)."""
 
 
 class DataError(PreimageError, OSError):

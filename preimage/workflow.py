@@ -37,6 +37,8 @@ from preimage.attacks.metamer import metamer_grid
 from preimage.data import DatasetSplit, load_dataset
 from preimage.errors import CheckpointError, ConfigError, DataError
 from preimage.models import build_model
+from preimage.nn.base import InvertibleModule
+from preimage.nn.classifier import BijectiveClassifier
 from preimage.report import Report, plots
 from preimage.runs import RunDir
 from preimage.train import TrainConfig, Trainer, load_checkpoint, resolve_device
@@ -215,7 +217,7 @@ def train_run(
         "epochs_completed": len(trainer.history),
         "history": trainer.history,
     }
-    if hasattr(net, "inverse"):
+    if isinstance(net, InvertibleModule):
         metrics["max_inverse_error"] = inverse_error(net, test_split.images)
     if main:
         run.write_metrics(metrics)
@@ -279,7 +281,7 @@ def evaluate_run(
         "test_loss": result["loss"],
         "num_test": len(test),
     }
-    if hasattr(net, "inverse"):
+    if isinstance(net, InvertibleModule):
         out["max_inverse_error"] = inverse_error(net, test.images)
     return out
 
@@ -313,7 +315,7 @@ def write_train_report(
         path = plots.save_figure(fig, run.figures / "training_curves.png")
         report.add_figure(path, "Loss and accuracy per epoch (train and test).")
     images = test.images
-    if images.dim() == 4 and hasattr(net, "inverse"):
+    if images.dim() == 4 and isinstance(net, InvertibleModule):
         device = next(net.parameters()).device
         net.eval()
         x = _one_per_class(test, 10).to(device)
@@ -328,7 +330,7 @@ def write_train_report(
             f"F^-1(F(x)) and |difference|; the title's max |x - x_rec| is over these {len(x)} "
             "images only (the summary above gives it over the whole test set).",
         )
-        if hasattr(net, "split") and hasattr(net, "merge"):
+        if isinstance(net, BijectiveClassifier):
             k = min(len(x), 6)
             sem, nui = x[:k], (x[k : 2 * k] if len(x) >= 2 * k else x[:k].flip(0))
             met = metamer_grid(net, sem, nui)

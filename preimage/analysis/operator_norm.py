@@ -471,10 +471,9 @@ def lipschitz_certificate(
     Example:
         >>> import torch
         >>> from preimage.nn.iresblock import IResBlock, dense_branch
+        >>> from preimage.nn.spectral import converge_spectral
         >>> block = IResBlock(dense_branch(3, 8, coeff=0.8), logdet="none")
-        >>> for layer in block.g.modules():  # converge the persistent power iterations first
-        ...     if hasattr(layer, "converge"):
-        ...         _ = layer.converge()
+        >>> _ = converge_spectral(block)  # converge the persistent power iterations first
         >>> [cert] = lipschitz_certificate(block, torch.randn(1, 3))
         >>> cert.is_contractive, cert.bound <= 0.8**3 * (1 + 1e-3)
         (True, True)

@@ -8,9 +8,7 @@ from preimage.attacks.base import (
     AttackResult,
     Bounds,
     EpsilonResult,
-    classifier_logits,
     eval_mode,
-    model_output,
 )
 from preimage.attacks.criteria import (
     ClassifierOracle,
@@ -37,13 +35,11 @@ __all__ = [
     "Oracle",
     "ProjectedGradientDescent",
     "RadiusOracle",
-    "classifier_logits",
     "decision",
     "eval_mode",
     "interpolate_nuisance",
     "invariance_success",
     "metamer_grid",
     "metameric_sample",
-    "model_output",
     "perturbation_success",
 ]

@@ -31,9 +31,7 @@ __all__ = [
     "AttackResult",
     "Bounds",
     "EpsilonResult",
-    "classifier_logits",
     "eval_mode",
-    "model_output",
 ]
 
 ResultT = TypeVar("ResultT")
@@ -189,61 +187,6 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, flag in flags:
             m.training = flag
-
-
-def model_output(model: nn.Module, x: Tensor) -> Tensor:
-    r"""The output a classifier bases its decision on: ``model.logits(x)`` or ``model(x)``.
-
-    An invertible classifier (``model(x) -> (z, logdet)``) exposes ``model.logits(x)``, which is
-    used whenever present; any other module must return a tensor from its forward.
-
-    Raises:
-        ConfigError: the model returns a tuple but has no ``logits`` method.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> model_output(nn.Conv2d(1, 2, 3), torch.zeros(4, 1, 5, 5)).shape
-        torch.Size([4, 2, 3, 3])
-    """
-    logits_fn = getattr(model, "logits", None)
-    # A submodule *named* ``logits`` (e.g. a final nn.Linear) is not the contract's method.
-    if callable(logits_fn) and not isinstance(logits_fn, nn.Module):
-        return logits_fn(x)
-    out = model(x)
-    if not isinstance(out, Tensor):
-        raise ConfigError(
-            f"{type(model).__name__} returns a {type(out).__name__} and has no logits() method; "
-            "pass a classifier that returns a tensor of logits"
-        )
-    return out
-
-
-def classifier_logits(model: nn.Module, x: Tensor) -> Tensor:
-    r"""Logits ``(batch, C)`` of a plain classifier or of an invertible classifier.
-
-    Args:
-        model: an ``nn.Module`` returning logits, or an invertible classifier with ``logits``
-            (see :func:`model_output`).
-        x: a batch of inputs.
-
-    Returns:
-        The logits, shape ``(batch, C)``.
-
-    Raises:
-        ConfigError: the model returns a tuple but has no ``logits`` method.
-        ShapeError: the logits are not a ``(batch, C)`` matrix.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> classifier_logits(nn.Linear(3, 2), torch.zeros(4, 3)).shape
-        torch.Size([4, 2])
-    """
-    out = model_output(model, x)
-    if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ShapeError(f"expected logits of shape ({x.shape[0]}, C), got {tuple(out.shape)}")
-    return out
 
 
 class Attack(ABC, Generic[ResultT]):

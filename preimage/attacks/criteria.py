@@ -29,8 +29,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from preimage.attacks.base import classifier_logits, eval_mode
+from preimage.attacks.base import eval_mode
 from preimage.errors import ConfigError, ShapeError
+from preimage.nn.classifier import logits_of
 
 __all__ = [
     "ClassifierOracle",
@@ -159,7 +160,7 @@ def decision(model: nn.Module, x: Tensor, *, batch_size: int | None = None) -> T
     _check_batch(x, "decision")
     chunk = x.shape[0] if batch_size is None else batch_size
     with eval_mode(model), torch.no_grad():
-        parts = [classifier_logits(model, part).argmax(dim=1) for part in x.split(chunk)]
+        parts = [logits_of(model, part).argmax(dim=1) for part in x.split(chunk)]
     return torch.cat(parts)
 
 

@@ -40,8 +40,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from preimage.attacks.base import Attack, AttackResult, Bounds, model_output
+from preimage.attacks.base import Attack, AttackResult, Bounds
 from preimage.errors import ConfigError, ShapeError
+from preimage.nn.classifier import model_output
 
 __all__ = ["Criterion", "LogitMetamer"]
 

@@ -30,18 +30,16 @@ from torch import Tensor, nn
 
 from preimage.attacks.base import eval_mode
 from preimage.errors import ConfigError, ShapeError
+from preimage.nn.classifier import BijectiveClassifier
 
 __all__ = ["interpolate_nuisance", "metamer_grid", "metameric_sample"]
 
 
 def _check_model(model: nn.Module) -> None:
-    missing = [
-        name for name in ("inverse", "split", "merge") if not callable(getattr(model, name, None))
-    ]
-    if missing:
+    if not isinstance(model, BijectiveClassifier):
         raise ConfigError(
-            f"{type(model).__name__} is not an invertible classifier (missing "
-            f"{', '.join(missing)}); metameric sampling needs inverse, split and merge"
+            f"{type(model).__name__} is not a bijective classifier (see "
+            "preimage.nn.BijectiveClassifier); metameric sampling needs inverse, split and merge"
         )
 
 

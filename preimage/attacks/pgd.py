@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from preimage.attacks.base import Attack, Bounds, EpsilonResult, classifier_logits
+from preimage.attacks.base import Attack, Bounds, EpsilonResult
 from preimage.errors import ConfigError, ShapeError
+from preimage.nn.classifier import logits_of
 
 __all__ = ["L2PGD", "LinfPGD", "ProjectedGradientDescent"]
 
@@ -73,9 +74,12 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
     steepest-ascent direction of the norm), :meth:`project` (onto the ball around zero) and
     :meth:`norm` (per-sample distances).
 
+    Subclasses share this constructor and only set ``default_rel_stepsize``.
+
     Args:
-        steps: gradient steps per epsilon.
-        rel_stepsize: step size relative to epsilon.
+        steps: gradient steps per epsilon, at least 1 (default 40).
+        rel_stepsize: step size relative to epsilon (default: the subclass'
+            ``default_rel_stepsize``).
         abs_stepsize: absolute step size; takes precedence over ``rel_stepsize`` when given.
         random_start: start from a uniform sample of the ball instead of the input.
         bounds: the input box; every iterate is clipped into it.
@@ -84,18 +88,23 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
         Rauber et al. (2017), *Foolbox*, ``attacks/gradient_descent_base.py``.
     """
 
+    default_rel_stepsize: float = 0.025
+
     def __init__(
         self,
         *,
-        steps: int,
-        rel_stepsize: float,
+        steps: int = 40,
+        rel_stepsize: float | None = None,
         abs_stepsize: float | None = None,
         random_start: bool = True,
         bounds: Bounds = Bounds(),
     ) -> None:
         super().__init__(bounds=bounds)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ConfigError(f"steps must be a non-negative integer, got {steps!r}")
+        if rel_stepsize is None:
+            rel_stepsize = self.default_rel_stepsize
+        # Zero steps would return the (random) start and call it an attack.
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"steps must be a positive integer, got {steps!r}")
         if not (math.isfinite(rel_stepsize) and rel_stepsize >= 0):
             raise ConfigError(f"rel_stepsize must be finite and >= 0, got {rel_stepsize!r}")
         if abs_stepsize is not None and not (math.isfinite(abs_stepsize) and abs_stepsize >= 0):
@@ -135,7 +144,7 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
         labels = self._check_labels(labels, inputs)
         eps_list = _epsilon_list(epsilons)
         with torch.no_grad():
-            num_classes = classifier_logits(model, inputs[:1]).shape[1]
+            num_classes = logits_of(model, inputs[:1]).shape[1]
         if int(labels.max()) >= num_classes:
             raise ConfigError(f"labels must lie in [0, {num_classes}), got {int(labels.max())}")
         generator = None
@@ -174,7 +183,7 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
             x = x0.clone()
         for _ in range(self.steps):
             x.requires_grad_(True)
-            loss = F.cross_entropy(classifier_logits(model, x), labels, reduction="sum")
+            loss = F.cross_entropy(logits_of(model, x), labels, reduction="sum")
             # autograd.grad w.r.t. x only: the model's parameter gradients stay untouched.
             (grad,) = torch.autograd.grad(loss, x)
             with torch.no_grad():
@@ -183,7 +192,7 @@ class ProjectedGradientDescent(Attack[list[EpsilonResult]]):
         raw = x.detach()
         with torch.no_grad():
             clipped = self.bounds.clip(x0 + self.project(raw - x0, epsilon))
-            success = classifier_logits(model, clipped).argmax(dim=1) != labels
+            success = logits_of(model, clipped).argmax(dim=1) != labels
             distance = self.norm(clipped - x0)
         return EpsilonResult(
             x_adv=clipped, success=success, distance=distance, epsilon=epsilon, raw=raw
@@ -219,22 +228,7 @@ class L2PGD(ProjectedGradientDescent):
         ``L2ProjectedGradientDescentAttack``.
     """
 
-    def __init__(
-        self,
-        *,
-        steps: int = 40,
-        rel_stepsize: float = 0.025,
-        abs_stepsize: float | None = None,
-        random_start: bool = True,
-        bounds: Bounds = Bounds(),
-    ) -> None:
-        super().__init__(
-            steps=steps,
-            rel_stepsize=rel_stepsize,
-            abs_stepsize=abs_stepsize,
-            random_start=random_start,
-            bounds=bounds,
-        )
+    default_rel_stepsize = 0.025
 
     def random_start_delta(
         self, x: Tensor, epsilon: float, generator: torch.Generator | None
@@ -283,22 +277,7 @@ class LinfPGD(ProjectedGradientDescent):
         ``LinfProjectedGradientDescentAttack``.
     """
 
-    def __init__(
-        self,
-        *,
-        steps: int = 40,
-        rel_stepsize: float = 0.01 / 0.3,
-        abs_stepsize: float | None = None,
-        random_start: bool = True,
-        bounds: Bounds = Bounds(),
-    ) -> None:
-        super().__init__(
-            steps=steps,
-            rel_stepsize=rel_stepsize,
-            abs_stepsize=abs_stepsize,
-            random_start=random_start,
-            bounds=bounds,
-        )
+    default_rel_stepsize = 0.01 / 0.3
 
     def random_start_delta(
         self, x: Tensor, epsilon: float, generator: torch.Generator | None

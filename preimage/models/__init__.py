@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
-from preimage.models.iresnet import (
+from preimage.models.iresnet import IResNet, IResNetConfig, IResNetLinear, build_iresnet
+from preimage.models.iresnet_flow import (
     BitsPerDim,
-    IResNet,
-    IResNetConfig,
     IResNetFlow,
     IResNetFlowConfig,
     build_iresnet_flow,
 )
 from preimage.models.registry import MODELS, build_model
+from preimage.models.residual import ResidualClassifier, plain_conv_branch
 
 __all__ = [
     "CNN",
@@ -25,6 +25,10 @@ __all__ = [
     "IResNetConfig",
     "IResNetFlow",
     "IResNetFlowConfig",
+    "IResNetLinear",
+    "ResidualClassifier",
+    "build_iresnet",
     "build_iresnet_flow",
     "build_model",
+    "plain_conv_branch",
 ]

@@ -33,10 +33,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
 from preimage.errors import ConfigError, ShapeError
+from preimage.models.config import check_field_types
 from preimage.nn import (
     ActNorm,
     AdditiveCoupling,
@@ -50,7 +50,8 @@ from preimage.nn import (
     Split,
     Squeeze,
 )
-from preimage.nn.base import check_shape, flat_dim
+from preimage.nn.base import check_batch, flat_dim
+from preimage.nn.classifier import check_code, merge_codes
 
 __all__ = ["FiRevNet", "FiRevNetConfig"]
 
@@ -86,6 +87,7 @@ class FiRevNetConfig:
     clamp: float = 2.0
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.stages < 1 or self.blocks_per_stage < 1 or self.hidden < 1:
             raise ConfigError("stages, blocks_per_stage and hidden must all be >= 1")
         if self.coupling not in ("affine", "additive"):
@@ -206,19 +208,13 @@ class FiRevNet(InvertibleModule):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map a batch to ``(z, logdet)`` with flat ``z`` of shape ``(batch, prod(in_shape))``."""
-        if tuple(x.shape[1:]) != self.in_shape:
-            raise ShapeError(
-                f"FiRevNet expects inputs of shape (batch, {', '.join(map(str, self.in_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
+        check_batch(self, x, self.in_shape, "FiRevNet")
         z, logdet = self.net(x)
         return z.reshape(x.shape[0], -1), logdet
 
     def inverse(self, z: Tensor) -> Tensor:
         """Map flat codes ``z`` of shape ``(batch, prod(in_shape))`` back to inputs."""
-        check_shape(z, (2,), "FiRevNet.inverse")
-        if z.shape[1] != self.dim:
-            raise ShapeError(f"FiRevNet.inverse expects codes of size {self.dim}, got {z.shape[1]}")
+        check_batch(self, z, (self.dim,), "FiRevNet.inverse")
         return self.net.inverse(z)
 
     def output_shape(self, in_shape: Shape) -> Shape:
@@ -226,18 +222,13 @@ class FiRevNet(InvertibleModule):
 
     def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``(z_s, z_n)``: the logits (first ``num_classes`` entries) and the nuisance."""
+        check_code(z, self.dim, "FiRevNet.split")
         return z[:, : self.num_classes], z[:, self.num_classes :]
 
     def merge(self, z_s: Tensor, z_n: Tensor) -> Tensor:
         """Inverse of :meth:`split`."""
-        return _cat(z_s, z_n)
+        return merge_codes(z_s, z_n, self.num_classes, self.dim)
 
     def logits(self, x: Tensor) -> Tensor:
         """Class logits ``z_s(x)`` of shape ``(batch, num_classes)``."""
         return self.forward(x)[0][:, : self.num_classes]
-
-
-def _cat(a: Tensor, b: Tensor) -> Tensor:
-    if a.shape[0] != b.shape[0]:
-        raise ShapeError(f"merge got batches of different sizes: {a.shape[0]} and {b.shape[0]}")
-    return torch.cat((a, b), dim=1)

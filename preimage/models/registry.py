@@ -17,14 +17,15 @@ from torch import nn
 from preimage.errors import ConfigError
 from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
-from preimage.models.iresnet import IResNet, IResNetConfig, IResNetFlowConfig, build_iresnet_flow
+from preimage.models.iresnet import IResNetConfig, build_iresnet
+from preimage.models.iresnet_flow import IResNetFlowConfig, build_iresnet_flow
 
 __all__ = ["CLASSIFIERS", "MODELS", "MODEL_CONFIGS", "build_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": CNN,
     "fi-revnet": FiRevNet,
-    "i-resnet": IResNet,
+    "i-resnet": build_iresnet,
     "i-resnet-flow": build_iresnet_flow,
 }
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from preimage.nn.actnorm import ActNorm
 from preimage.nn.base import InvertibleModule, InvertibleSequential, Shape
+from preimage.nn.classifier import BijectiveClassifier, Classifier, logits_of, model_output
 from preimage.nn.conv1x1 import InvConv1x1
 from preimage.nn.coupling import AdditiveCoupling, AffineCoupling, conv_subnet, mlp_subnet
 from preimage.nn.dct import DCT2d, DCTReadout, dct_matrix
@@ -23,6 +24,8 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "BijectiveClassifier",
+    "Classifier",
     "DCT2d",
     "DCTReadout",
     "Flatten",
@@ -42,7 +45,9 @@ __all__ = [
     "dct_matrix",
     "dense_branch",
     "exact_logdet",
+    "logits_of",
     "mlp_subnet",
+    "model_output",
     "neumann_logdet",
     "power_series_logdet",
     "roulette_logdet",

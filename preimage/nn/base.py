@@ -13,16 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch import Tensor, nn
 
-from preimage.errors import ShapeError
+from preimage.errors import ConfigError, DTypeError, ShapeError
 
 __all__ = [
     "InvertibleModule",
     "InvertibleSequential",
     "Shape",
+    "check_batch",
     "check_shape",
     "flat_dim",
+    "module_dtype",
     "sum_except_batch",
 ]
 
@@ -140,3 +143,51 @@ def flat_dim(shape: Shape) -> int:
     for s in shape:
         n *= int(s)
     return n
+
+
+def module_dtype(module: nn.Module) -> torch.dtype | None:
+    """The floating-point dtype of ``module``'s first parameter or buffer (``None`` if none)."""
+    for t in (*module.parameters(), *module.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def check_batch(module: nn.Module, x: Tensor, sample_shape: Shape | None, who: str) -> None:
+    """Refuse, with a typed one-line error, a batch that ``module`` cannot take.
+
+    Raises:
+        ConfigError: ``x`` is not a tensor.
+        ShapeError: an empty batch, or samples not of ``sample_shape`` (when given).
+        DTypeError: ``x`` is not floating point or its dtype differs from the module's, e.g.
+            float64 inputs for a float32 model (torch would fail deep inside with a
+            ``RuntimeError``, or silently compute in mixed precision).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> check_batch(nn.Linear(2, 2), torch.zeros(3, 2), (2,), "Linear")
+        >>> try:
+        ...     check_batch(nn.Linear(2, 2), torch.zeros(3, 2, dtype=torch.float64), (2,), "f")
+        ... except DTypeError as err:
+        ...     print(err)
+        f got float64 inputs but its parameters are float32; convert one of them (x.to(...))
+    """
+    if not isinstance(x, Tensor):
+        raise ConfigError(f"{who} expects a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ShapeError(f"{who} got an empty batch (shape {tuple(x.shape)})")
+    if sample_shape is not None and tuple(x.shape[1:]) != tuple(sample_shape):
+        raise ShapeError(
+            f"{who} expects inputs of shape (batch, {', '.join(map(str, sample_shape))}), "
+            f"got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise DTypeError(f"{who} expects floating-point inputs, got {x.dtype}")
+    dtype = module_dtype(module)
+    if dtype is not None and x.dtype != dtype:
+        name = str(x.dtype).removeprefix("torch.")
+        own = str(dtype).removeprefix("torch.")
+        raise DTypeError(
+            f"{who} got {name} inputs but its parameters are {own}; convert one of them (x.to(...))"
+        )

@@ -48,12 +48,15 @@ class InvConv1x1(InvertibleModule):
         q, _ = torch.linalg.qr(torch.randn(c, c, generator=generator, dtype=torch.float64))
         p, lower, upper = torch.linalg.lu(q)
         diag = torch.diagonal(upper)
-        self.register_buffer("perm", p.float())
-        self.register_buffer("sign_s", torch.sign(diag).float())
-        self.register_buffer("lower_mask", torch.tril(torch.ones(c, c), -1))
-        self.lower = nn.Parameter(lower.float())
-        self.upper = nn.Parameter(torch.triu(upper, 1).float())
-        self.log_s = nn.Parameter(torch.log(diag.abs()).float())
+        # Parameters and buffers take the default dtype, like every torch layer, so a model built
+        # under torch.set_default_dtype(torch.float64) is float64 throughout.
+        dtype = torch.get_default_dtype()
+        self.register_buffer("perm", p.to(dtype))
+        self.register_buffer("sign_s", torch.sign(diag).to(dtype))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(c, c, dtype=dtype), -1))
+        self.lower = nn.Parameter(lower.to(dtype))
+        self.upper = nn.Parameter(torch.triu(upper, 1).to(dtype))
+        self.log_s = nn.Parameter(torch.log(diag.abs()).to(dtype))
 
     def weight(self, dtype: torch.dtype | None = None) -> Tensor:
         """The ``(C, C)`` mixing matrix :math:`W`."""

@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from preimage.errors import ConfigError
-from preimage.nn.base import InvertibleModule, InvertibleSequential
-from preimage.nn.iresblock import IResBlock, conv_branch, make_activation
-from preimage.nn.reshape import InjectivePad, Squeeze
-from preimage.nn.spectral import SpectralConv2d, SpectralLinear
+from preimage.models.residual import ResidualClassifier, plain_conv_branch
+from preimage.nn.base import InvertibleSequential
+from preimage.nn.iresblock import IResBlock
+from preimage.nn.spectral import converge_spectral
 from preimage.report import Report
 from preimage.runs import RunDir
 from preimage.studies.base import StudyConfig
@@ -60,107 +59,6 @@ class Target:
     value: float | int | bool | str
     goal: str
     met: bool
-
-
-def plain_conv_branch(
-    channels: int, hidden: int, *, kernel_sizes: Sequence[int] = (3, 1, 3)
-) -> nn.Sequential:
-    r"""The :func:`~preimage.nn.iresblock.conv_branch` architecture without normalisation.
-
-    Same pre-activation ELU / convolution chain and ``"same"`` padding, but ordinary
-    ``nn.Conv2d`` layers: the "vanilla ResNet" baseline of thesis section 4.3.
-
-    Example:
-        >>> g = plain_conv_branch(2, 4)
-        >>> g(torch.zeros(1, 2, 5, 5)).shape
-        torch.Size([1, 2, 5, 5])
-    """
-    sizes = [channels, *([hidden] * (len(kernel_sizes) - 1)), channels]
-    layers: list[nn.Module] = []
-    for k, c_in, c_out in zip(kernel_sizes, sizes[:-1], sizes[1:], strict=True):
-        layers.append(make_activation("elu"))
-        layers.append(nn.Conv2d(c_in, c_out, int(k), padding="same"))
-    return nn.Sequential(*layers)
-
-
-class ResidualClassifier(nn.Module):
-    r"""Invertible body (squeeze, injective padding, residual blocks) and a linear head.
-
-    ``coeff=None`` builds the unconstrained ResNet of the same shape (plain convolutions).
-    The head is one linear layer on the flattened output of the body.
-
-    Args:
-        in_shape: ``(C, H, W)`` of one input (``H``, ``W`` even).
-        n_blocks: residual blocks.
-        hidden: hidden channels of each branch.
-        coeff: spectral coefficient :math:`c`, or ``None`` for no constraint.
-        pad_channels: zero channels appended after the squeeze (thesis appendix A.1).
-        num_classes: number of classes.
-
-    References:
-        Behrmann (thesis), *Invertibility and Domain Knowledge*, section 4.3.1 and
-        appendix A.1.
-
-    Example:
-        >>> net = ResidualClassifier((1, 8, 8), n_blocks=2, hidden=8, coeff=0.9)
-        >>> net.logits(torch.zeros(3, 1, 8, 8)).shape
-        torch.Size([3, 10])
-    """
-
-    def __init__(
-        self,
-        in_shape: tuple[int, int, int],
-        *,
-        n_blocks: int,
-        hidden: int,
-        coeff: float | None,
-        pad_channels: int = 4,
-        num_classes: int = 10,
-    ) -> None:
-        super().__init__()
-        c, h, w = in_shape
-        if h % 2 or w % 2:
-            raise ConfigError(f"ResidualClassifier needs even height and width, got {h}x{w}")
-        channels = 4 * c + pad_channels
-        spatial = (h // 2, w // 2)
-        blocks: list[InvertibleModule] = [Squeeze(2), InjectivePad(pad_channels)]
-        for _ in range(n_blocks):
-            if coeff is None:
-                g = plain_conv_branch(channels, hidden)
-            else:
-                g = conv_branch(channels, hidden, coeff=coeff, input_shape=spatial)
-            blocks.append(IResBlock(g, logdet="none"))
-        self.body = InvertibleSequential(*blocks)
-        self.head = nn.Linear(channels * spatial[0] * spatial[1], num_classes)
-        self.coeff = coeff
-
-    def logits(self, x: Tensor) -> Tensor:
-        z, _ = self.body(x)
-        return self.head(z.flatten(1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(x)
-
-
-def converge_spectral(model: nn.Module, max_iterations: int = 2000, rtol: float = 1e-10) -> int:
-    r"""Run every spectral layer's power iteration to convergence; returns how many there are.
-
-    Training takes one power step per forward pass, so :math:`\tilde\sigma` lags the moving
-    weights and a layer's effective norm can exceed ``coeff`` (thesis remark 4.9). Converging
-    before evaluation makes the normalisation hold up to the iteration's tolerance.
-
-    Example:
-        >>> net = ResidualClassifier((1, 4, 4), n_blocks=1, hidden=4, coeff=0.9)
-        >>> converge_spectral(net)
-        3
-    """
-    count = 0
-    with torch.no_grad():
-        for layer in model.modules():
-            if isinstance(layer, SpectralConv2d | SpectralLinear):
-                layer.converge(max_iterations, rtol=rtol)
-                count += 1
-    return count
 
 
 def _rows(t: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 r"""``preimage run iresnet-mnist-classify``: an i-ResNet classifier on MNIST (thesis A.1).
 
-Trains :class:`~preimage.models.iresnet.IResNet` (injective padding, stages of residual
+Trains :class:`~preimage.models.iresnet.IResNetLinear` (injective padding, stages of residual
 blocks with 3-1-3 spectrally normalised convolutions and ActNorm, squeezes between stages,
 batch-norm / ELU / average-pooling / linear read-out) with :class:`~preimage.train.Trainer`,
 then reports the test error, converges the power iterations and checks invertibility: the
@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from preimage.errors import ConvergenceError
-from preimage.models.iresnet import IResNet
+from preimage.models.iresnet import IResNetLinear
 from preimage.report.plots import reconstruction_figure, save_figure, training_curves
 from preimage.studies._iresnet_common import Target, begin_run, finish_run, load_train_test
 from preimage.studies.base import StudyConfig
@@ -130,7 +130,7 @@ def run(
     device = resolve_device(config.device)
     (x_train, y_train), (x_test, y_test) = load_train_test(config, config.n_test, device)
     torch.manual_seed(config.seed)
-    model = IResNet(
+    model = IResNetLinear(
         tuple(x_train.shape[1:]),
         10,
         stages=config.stages,

@@ -1,12 +1,12 @@
 r"""``preimage run iresnet-mnist-flow``: an i-ResNet density model on MNIST (thesis A.2).
 
-Trains :class:`~preimage.models.iresnet.IResNetFlow` by maximum likelihood on dequantised MNIST
+Trains :class:`~preimage.models.iresnet_flow.IResNetFlow` by maximum likelihood on dequantised MNIST
 (:math:`x \mapsto (255x + u)/256`, done by :class:`~preimage.train.Trainer`), the log-det of
 every block estimated during training (``logdet``: by default the unbiased Russian roulette
 with the Neumann-series gradient of Residual Flows, which trains about twice as fast as
 back-propagating through the roulette series; thesis A.2 uses the 10-term power series), then
 evaluates bits/dim on test images with the protocol of appendix A.2
-(:meth:`~preimage.models.iresnet.IResNetFlow.bits_per_dim`: series length from the theorem-5.8
+(:meth:`~preimage.models.iresnet_flow.IResNetFlow.bits_per_dim`: series length from the theorem-5.8
 bound with certified Lipschitz constants, Hutchinson probes until the standard error is small)
 and draws a grid of samples :math:`F^{-1}(z)`.
 
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from preimage.errors import ConvergenceError
-from preimage.models.iresnet import IResNetFlow
+from preimage.models.iresnet_flow import IResNetFlow
 from preimage.report.plots import image_grid, save_figure, training_curves
 from preimage.studies._iresnet_common import Target, begin_run, finish_run, load_train_test
 from preimage.studies.base import StudyConfig

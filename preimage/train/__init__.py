@@ -30,7 +30,6 @@ from preimage.train.loop import (
     cross_entropy_loss,
     derive_seed,
     epoch_permutation,
-    model_logits,
 )
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "is_main_process",
     "latest_checkpoint",
     "load_checkpoint",
-    "model_logits",
     "random_shift",
     "read_checkpoint_metadata",
     "resolve_device",

@@ -118,18 +118,23 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     return _translate(x, shifts.to(x.device), pad=min(max_shift, max(x.shape[2:])))
 
 
-def dequantize(x: Tensor, generator: torch.Generator, levels: int = 256) -> Tensor:
+def dequantize(x: Tensor, generator: torch.Generator | None = None, levels: int = 256) -> Tensor:
     r"""Uniform dequantisation of quantised inputs in :math:`[0, 1]`.
 
     An input on the grid :math:`x = k / (L - 1)`, :math:`k \in \{0, \dots, L-1\}`, becomes
-    :math:`\tilde x = (x (L - 1) + u) / L` with :math:`u \sim \mathcal{U}[0, 1)` drawn per
-    entry, a sample from the uniform density on the bin :math:`[k/L, (k+1)/L)`. This turns a
-    discrete distribution into a continuous one, which flow models need for a meaningful
-    density.
+    :math:`\tilde x = (k + u) / L` with :math:`u \sim \mathcal{U}[0, 1)` drawn per entry, a
+    sample from the uniform density on the bin :math:`[k/L, (k+1)/L)`; the density of
+    :math:`\tilde x` on the unit cube lower-bounds the discrete likelihood (Theis et al., 2016).
+    :math:`k = \operatorname{round}(x (L - 1))` is rounded first, so inputs that sit on the grid
+    only up to floating-point error (e.g. ``k / 255`` stored in float32) land in their own bin;
+    without the rounding, :math:`(x(L-1) + u)/L` could spill into the neighbouring bin. This is
+    the one dequantisation of preimage: training (:class:`~preimage.train.Trainer`) and
+    :meth:`~preimage.models.IResNetFlow.log_prob` use it.
 
     Args:
         x: floating-point tensor of any shape with entries in :math:`[0, 1]`.
-        generator: source of the noise (drawn on its device, in ``x``'s dtype).
+        generator: source of the noise (drawn on its device, in ``x``'s dtype); ``None`` uses
+            torch's global generator on ``x``'s device.
         levels: number of quantisation levels :math:`L` (256 for 8-bit images).
 
     Returns:
@@ -156,6 +161,7 @@ def dequantize(x: Tensor, generator: torch.Generator, levels: int = 256) -> Tens
         raise ConfigError(f"dequantize needs at least 2 levels, got {levels}")
     if not x.is_floating_point():
         raise DataError(f"dequantize expects floating-point inputs in [0, 1], got dtype {x.dtype}")
-    u = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    device = x.device if generator is None else generator.device
+    u = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype)
     # In place on the fresh noise tensor: one allocation per batch instead of three.
-    return u.to(x.device).add_(x, alpha=levels - 1).div_(levels)
+    return u.to(x.device).add_(torch.round(x * (levels - 1))).div_(levels)

@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from preimage.errors import CheckpointError, ConfigError, DataError, ShapeError, TrainingError
+from preimage.nn.classifier import logits_of
 from preimage.runs import RunDir
 from preimage.train.augment import dequantize, random_shift
 from preimage.train.checkpoint import (
@@ -60,7 +61,6 @@ __all__ = [
     "cross_entropy_loss",
     "derive_seed",
     "epoch_permutation",
-    "model_logits",
 ]
 
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, float]]]
@@ -70,33 +70,8 @@ LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, dict[str, float]]]
 _RESUME_FREE_FIELDS = frozenset({"epochs", "device", "eval_batch_size"})
 
 
-def model_logits(model: nn.Module, x: Tensor) -> Tensor:
-    """Class scores of ``model`` for ``x``: ``model.logits(x)`` if it exists, else ``model(x)``.
-
-    Raises:
-        ShapeError: the scores are not a ``(B, C)`` tensor.
-
-    Example:
-        >>> model_logits(nn.Linear(4, 3), torch.zeros(2, 4)).shape
-        torch.Size([2, 3])
-    """
-    logits_fn = getattr(model, "logits", None)
-    out = logits_fn(x) if callable(logits_fn) else model(x)
-    if not isinstance(out, Tensor):
-        raise ShapeError(
-            f"{type(model).__name__} returned a {type(out).__name__}, not logits; "
-            "give it a logits(x) method or pass a loss_fn"
-        )
-    if out.dim() != 2 or out.shape[0] != x.shape[0]:
-        raise ShapeError(
-            f"{type(model).__name__} returned shape {tuple(out.shape)}, expected logits of "
-            f"shape ({x.shape[0]}, num_classes)"
-        )
-    return out
-
-
 def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
-    r"""The default objective: mean cross-entropy of :func:`model_logits`, plus accuracy.
+    r"""The default objective: mean cross-entropy of :func:`logits_of`, plus accuracy.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -106,7 +81,7 @@ def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, 
         >>> sorted(metrics), loss.shape
         (['accuracy', 'loss'], torch.Size([]))
     """
-    logits = model_logits(model, x)
+    logits = logits_of(model, x)
     loss = F.cross_entropy(logits, y)
     accuracy = (logits.argmax(dim=1) == y).float().mean()
     return loss, {"loss": float(loss.detach()), "accuracy": float(accuracy)}
@@ -218,7 +193,7 @@ class Trainer:
     too), all-reduces the metrics and lets rank 0 alone write files and draw progress. Call
     :func:`~preimage.train.distributed.cleanup` at the end of the script.
 
-    **Evaluation** always measures the cross-entropy and accuracy of :func:`model_logits` on
+    **Evaluation** always measures the cross-entropy and accuracy of :func:`logits_of` on
     unaugmented inputs, whatever the training objective.
 
     Args:
@@ -322,7 +297,7 @@ class Trainer:
         was_training = self.model.training
         self.model.train()
         x = self.train_images[: self.config.batch_size].to(self.device)
-        model_logits(self.model, x)
+        logits_of(self.model, x)
         self.model.train(was_training)
 
     @property
@@ -370,7 +345,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, images: Tensor, labels: Tensor) -> dict[str, float]:
-        """Mean cross-entropy and accuracy of :func:`model_logits` on ``(images, labels)``.
+        """Mean cross-entropy and accuracy of :func:`logits_of` on ``(images, labels)``.
 
         Runs in eval mode without gradients, in batches of ``eval_batch_size``, and restores
         the model's previous mode. In a distributed run each process evaluates its share and
@@ -391,7 +366,7 @@ class Trainer:
         try:
             for chunk in mine.split(self.config.eval_batch_size):
                 x, y = self._batch(images, labels, chunk)
-                logits = model_logits(self.model, x)
+                logits = logits_of(self.model, x)
                 loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
                 correct += int((logits.argmax(dim=1) == y).sum())
         finally:

@@ -12,11 +12,10 @@ from preimage.attacks.base import (
     AttackResult,
     Bounds,
     EpsilonResult,
-    classifier_logits,
     eval_mode,
-    model_output,
 )
 from preimage.errors import ConfigError, ShapeError
+from preimage.nn import logits_of, model_output
 from tests.attacks.toy import AffineInvertibleClassifier
 
 
@@ -91,10 +90,10 @@ def test_eval_mode_restores_mixed_flags_even_on_error() -> None:
     assert net.training and net.linear.training and not net.dropout.training
 
 
-def test_model_output_and_classifier_logits() -> None:
+def test_model_output_and_logits_of() -> None:
     toy = AffineInvertibleClassifier((4,), 2, dtype=torch.float32)
     x = torch.rand(5, 4)
-    torch.testing.assert_close(classifier_logits(toy, x), toy(x)[0][:, :2])
+    torch.testing.assert_close(logits_of(toy, x), toy(x)[0][:, :2])
 
     class TupleNet(nn.Module):
         def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,9 +113,9 @@ def test_model_output_and_classifier_logits() -> None:
         def forward(self, x: Tensor) -> Tensor:
             return self.logits(torch.relu(self.body(x)))
 
-    assert classifier_logits(NamedLogits(), x).shape == (5, 3)
+    assert logits_of(NamedLogits(), x).shape == (5, 3)
     with pytest.raises(ShapeError):
-        classifier_logits(nn.Identity(), torch.rand(5, 2, 2))
+        logits_of(nn.Identity(), torch.rand(5, 2, 2))
 
 
 def test_attack_runs_in_eval_mode_on_a_clone_and_restores_flags() -> None:

@@ -9,6 +9,7 @@ from torch import nn
 
 from preimage.attacks.metamer import interpolate_nuisance, metamer_grid, metameric_sample
 from preimage.errors import ConfigError, ShapeError
+from preimage.models import FiRevNet
 from tests.attacks.toy import AffineInvertibleClassifier
 
 SHAPE = (1, 3, 3)
@@ -103,12 +104,8 @@ def test_restores_training_mode_and_validates(toy: AffineInvertibleClassifier) -
 
 
 def test_firevnet_metamers_keep_logits() -> None:
-    models = pytest.importorskip("preimage.models")
-    firevnet = getattr(models, "FiRevNet", None)
-    if firevnet is None:
-        pytest.skip("preimage.models.FiRevNet is not available")
     torch.manual_seed(0)
-    model = firevnet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=8).eval()
+    model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=8).eval()
     a, b = torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)
     x_met = metameric_sample(model, a, b)
     with torch.no_grad():

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from preimage.attacks.base import Bounds
 from preimage.attacks.pgd import L2PGD, LinfPGD
 from preimage.errors import ConfigError, ShapeError
 from tests.attacks.toy import AffineInvertibleClassifier
@@ -112,25 +111,31 @@ def test_single_step_matches_closed_form(trained, norm: str) -> None:
 
 
 def test_random_starts_are_uniform_and_seeded() -> None:
-    bounds = Bounds(-10.0, 10.0)
     x = torch.zeros(3000, 2, dtype=torch.float64)
-    y = torch.zeros(3000, dtype=torch.long)
-    model = nn.Linear(2, 2).double()
     eps = 0.5
-    (l2,) = L2PGD(steps=0, bounds=bounds)(model, x, y, epsilons=[eps], seed=3)
-    radii = np.linalg.norm(l2.raw.numpy(), axis=1) / eps
+
+    def start(attack: L2PGD | LinfPGD, seed: int) -> torch.Tensor:
+        return attack.random_start_delta(x, eps, torch.Generator().manual_seed(seed))
+
+    l2 = start(L2PGD(), 3)
+    radii = np.linalg.norm(l2.numpy(), axis=1) / eps
     # Uniform in the 2-D disc: P(|delta| <= r eps) = r^2; uniform angle.
     assert stats.kstest(radii, lambda r: np.clip(r, 0, 1) ** 2).pvalue > 1e-3
-    angles = np.arctan2(l2.raw[:, 1].numpy(), l2.raw[:, 0].numpy())
+    angles = np.arctan2(l2[:, 1].numpy(), l2[:, 0].numpy())
     assert stats.kstest(angles, stats.uniform(-np.pi, 2 * np.pi).cdf).pvalue > 1e-3
-    (linf,) = LinfPGD(steps=0, bounds=bounds)(model, x, y, epsilons=[eps], seed=3)
-    coords = linf.raw.numpy().ravel()
+    coords = start(LinfPGD(), 3).numpy().ravel()
     assert stats.kstest(coords, stats.uniform(-eps, 2 * eps).cdf).pvalue > 1e-3
 
-    (again,) = L2PGD(steps=0, bounds=bounds)(model, x, y, epsilons=[eps], seed=3)
-    (other,) = L2PGD(steps=0, bounds=bounds)(model, x, y, epsilons=[eps], seed=4)
-    torch.testing.assert_close(again.raw, l2.raw)
-    assert not torch.equal(other.raw, l2.raw)
+    torch.testing.assert_close(start(L2PGD(), 3), l2)
+    assert not torch.equal(start(L2PGD(), 4), l2)
+
+
+def test_zero_steps_and_shared_constructor() -> None:
+    for cls in (L2PGD, LinfPGD):
+        with pytest.raises(ConfigError, match="positive integer"):
+            cls(steps=0)
+    assert L2PGD().rel_stepsize == 0.025 and LinfPGD().rel_stepsize == pytest.approx(0.01 / 0.3)
+    assert L2PGD.__init__ is LinfPGD.__init__
 
 
 def test_invertible_classifier_is_attacked_through_its_logits() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from preimage.errors import ConfigError, ShapeError
+from preimage.errors import ConfigError, DTypeError, PreimageError, ShapeError
 from preimage.models import FiRevNet, build_model
 from preimage.nn import Squeeze
 
@@ -45,7 +45,7 @@ def test_wrong_input_shape_is_a_shape_error() -> None:
     model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=4)
     with pytest.raises(ShapeError, match=r"\(batch, 1, 8, 8\)"):
         model(torch.rand(2, 1, 28, 28))
-    with pytest.raises(ShapeError, match="codes of size 64"):
+    with pytest.raises(ShapeError, match=r"\(batch, 64\)"):
         model.inverse(torch.rand(2, 10))
 
 
@@ -90,8 +90,14 @@ def test_config_rebuilds_the_same_architecture() -> None:
     model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=2, hidden=6, coupling="additive")
     cfg = model.config
     clone = build_model("fi-revnet", cfg.pop("in_shape"), cfg.pop("num_classes"), **cfg)
-    assert clone.load_state_dict(model.state_dict()) is not None
+    result = clone.load_state_dict(model.state_dict())
+    assert result.missing_keys == [] and result.unexpected_keys == []
     assert [n for n, _ in clone.named_parameters()] == [n for n, _ in model.named_parameters()]
+    x = torch.rand(3, 1, 8, 8)
+    model.eval()
+    clone.eval()
+    with torch.no_grad():
+        assert torch.equal(clone(x)[0], model(x)[0]) and torch.equal(clone(x)[1], model(x)[1])
 
 
 def test_dense_variant_for_vectors() -> None:
@@ -103,3 +109,39 @@ def test_dense_variant_for_vectors() -> None:
         z, _ = model(x)
         assert float((model.inverse(z) - x).abs().max()) < 1e-5
     assert model.logits(x).shape == (5, 2)
+
+
+def test_api_misuse_gives_typed_one_line_errors() -> None:
+    model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=4)
+    with pytest.raises(DTypeError, match="float64 inputs but its parameters are float32"):
+        model(torch.rand(2, 1, 8, 8, dtype=torch.float64))
+    with pytest.raises(ShapeError, match="empty batch"):
+        model(torch.rand(0, 1, 8, 8))
+    with pytest.raises(ShapeError, match="empty batch"):
+        model.inverse(torch.rand(0, 64))
+    with pytest.raises(ConfigError, match=r"FiRevNetConfig\.hidden must be an int, got .a."):
+        FiRevNet((1, 8, 8), 10, hidden="a")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="batch_norm must be a bool"):
+        FiRevNet((1, 8, 8), 10, batch_norm=1)  # type: ignore[arg-type]
+    with pytest.raises(ShapeError, match=r"\(batch, 64\), got \(2, 63\)"):
+        model.split(torch.rand(2, 63))
+    z_s, z_n = model.split(torch.rand(2, 64))
+    with pytest.raises(ShapeError, match=r"\(batch, 54\)"):
+        model.merge(z_s, z_n[:, 1:])
+    for err in (DTypeError, ShapeError, ConfigError):
+        assert issubclass(err, PreimageError)
+
+
+def test_built_under_float64_default_dtype() -> None:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=2, hidden=4)
+    finally:
+        torch.set_default_dtype(previous)
+    dtypes = {t.dtype for t in model.state_dict().values() if t.is_floating_point()}
+    assert dtypes == {torch.float64}
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        z, _ = model.eval()(x)
+        assert float((model.inverse(z) - x).abs().max()) <= 1e-12

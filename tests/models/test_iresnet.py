@@ -13,8 +13,16 @@ from preimage.attacks import metameric_sample
 from preimage.data import load_digits
 from preimage.errors import ConfigError, ConvergenceError, ShapeError
 from preimage.losses import IndependenceCrossEntropy
-from preimage.models import MODELS, IResNet, IResNetFlow, build_model
-from preimage.models.iresnet import _standard_error
+from preimage.models import (
+    MODELS,
+    IResNet,
+    IResNetFlow,
+    IResNetLinear,
+    build_iresnet,
+    build_model,
+)
+from preimage.models.iresnet_flow import _standard_error
+from preimage.nn import BijectiveClassifier, Classifier
 from preimage.nn.logdet import series_truncation_bound
 
 TINY = {"stages": 2, "blocks_per_stage": 1, "hidden": 8}
@@ -30,7 +38,8 @@ def _initialised(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
 
 @pytest.mark.parametrize(("readout", "code_dim"), [("linear", 16 * 64), ("first", 64), ("dct", 64)])
 def test_classifier_shapes(readout: str, code_dim: int) -> None:
-    model = IResNet((1, 8, 8), 10, readout=readout, **TINY)
+    model = build_model("i-resnet", (1, 8, 8), 10, readout=readout, **TINY)
+    assert type(model) is (IResNetLinear if readout == "linear" else IResNet)
     x = torch.rand(3, 1, 8, 8)
     z, logdet = model(x)
     assert z.shape == (3, code_dim)
@@ -42,10 +51,16 @@ def test_classifier_shapes(readout: str, code_dim: int) -> None:
 
 
 def test_linear_readout_pads_to_pad_channels_and_has_no_split() -> None:
-    model = IResNet((3, 4, 4), 5, stages=1, blocks_per_stage=1, hidden=4, pad_channels=16)
+    model = IResNetLinear((3, 4, 4), 5, stages=1, blocks_per_stage=1, hidden=4, pad_channels=16)
     assert model.feature_shape == (16, 4, 4)
     assert not model.bijective
     assert not hasattr(model, "split") and not hasattr(model, "merge")
+    assert isinstance(model, Classifier) and not isinstance(model, BijectiveClassifier)
+    assert isinstance(IResNet((3, 4, 4), 5, **TINY), BijectiveClassifier)
+    with pytest.raises(ConfigError, match="IResNetLinear"):
+        IResNet((3, 4, 4), 5, readout="linear")
+    with pytest.raises(ConfigError, match="IResNet"):
+        IResNetLinear((3, 4, 4), 5, readout="first")
     # A.1 architecture: the final map goes through batch norm, ELU, pooling, linear.
     kinds = [type(m).__name__ for m in model.head]
     assert kinds == ["BatchNorm2d", "ELU", "AdaptiveAvgPool2d", "Flatten", "Linear"]
@@ -67,7 +82,8 @@ def test_bijective_readout_split_merge_and_logits() -> None:
 @pytest.mark.parametrize("readout", ["linear", "first"])
 def test_round_trip_at_reported_tolerance(readout: str) -> None:
     torch.manual_seed(1)
-    model = _initialised(IResNet((1, 8, 8), 10, readout=readout, **TINY), torch.rand(16, 1, 8, 8))
+    model = build_model("i-resnet", (1, 8, 8), 10, readout=readout, **TINY)
+    model = _initialised(model, torch.rand(16, 1, 8, 8))
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         z, _ = model(x)
@@ -90,7 +106,7 @@ def test_inverse_float64_and_overrides_are_restored() -> None:
         z, _ = model(x)
         x_rec = model.inverse(z, atol=0.0, rtol=0.0, max_iter=500)
     assert float((x_rec - x).abs().max()) <= 1e-10
-    assert all(b.inverse_atol == 1e-6 and b.max_iter == 100 for b in model.blocks)
+    assert all(b.inverse_atol is None and b.max_iter == 100 for b in model.blocks)
     with pytest.raises(ConvergenceError), torch.no_grad():
         model.inverse(z, atol=0.0, rtol=0.0, max_iter=1)
     assert model.blocks[0].max_iter == 100
@@ -245,7 +261,7 @@ def test_dequantize_stays_in_its_bin() -> None:
 
 
 def test_registry_and_config_rebuild_an_identical_model() -> None:
-    assert MODELS["i-resnet"] is IResNet
+    assert MODELS["i-resnet"] is build_iresnet
     model = build_model("i-resnet", (1, 8, 8), 10, readout="dct", **TINY)
     assert isinstance(model, IResNet)
     cfg = model.config

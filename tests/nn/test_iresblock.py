@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load, save
 from torch import nn
 
-from preimage.errors import ConfigError, ConvergenceError
+from preimage.errors import ConfigError, ConvergenceError, ShapeError
 from preimage.nn.iresblock import (
     IResBlock,
     activation_lipschitz,
@@ -321,3 +321,74 @@ def test_factories_build_the_thesis_branches() -> None:
     ):
         with pytest.raises(ConfigError):
             bad()
+
+
+def test_inverse_arguments_are_validated() -> None:
+    block = _block("dense").eval()
+    y = torch.randn(2, 4, dtype=torch.float64)
+    for kwargs in ({"atol": -1.0}, {"rtol": -1e-3}, {"max_iter": 0}, {"method": "newton"}):
+        with pytest.raises(ConfigError):
+            block.inverse(y, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ShapeError, match="non-empty batch"):
+        block.inverse(y[:0])
+    with pytest.raises(ConfigError):
+        IResBlock(dense_branch(4, 8), max_iter=0)
+
+
+def test_a_false_lipschitz_constant_raises_instead_of_reporting_convergence() -> None:
+    # Declared L = 0.5, true constant about 10: the steps grow and no bound would be honest.
+    torch.manual_seed(0)
+    g = nn.Linear(4, 4).double()
+    with torch.no_grad():
+        q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+        g.weight.copy_(-10.0 * q)
+    block = IResBlock(g, lipschitz=0.5, logdet="none").eval()
+    y = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(ConvergenceError, match="not contractive"), torch.no_grad():
+        block.inverse(y)
+    for method in ("fixed_point", "anderson"):
+        with pytest.raises(ConvergenceError), torch.no_grad():
+            block.inverse(y, method=method, max_iter=100)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_default_tolerances_follow_the_dtype(kind: str) -> None:
+    block = _block(kind).eval()  # float64, default tolerances
+    x = _x(kind)
+    with torch.no_grad():
+        x_rec = block.inverse(block(x)[0])
+    assert block.last_inverse is not None and block.last_inverse.converged
+    assert float((x_rec - x).abs().max()) <= 1e-10
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_anderson_bound_is_never_below_the_true_error_and_saves_steps(kind: str) -> None:
+    block = _block(kind).eval()
+    x = 3.0 * _x(kind, batch=4)
+    with torch.no_grad():
+        y, _ = block(x)
+        for atol in (1e-2, 1e-5, 1e-8, 1e-11):
+            counts = {}
+            for method in ("fixed_point", "anderson"):
+                x_rec = block.inverse(y, atol=atol, rtol=0.0, max_iter=500, method=method)
+                diag = block.last_inverse
+                assert diag is not None and diag.converged and diag.method == method
+                errors = (x_rec - x).reshape(4, -1).norm(dim=1)
+                assert float(errors.max()) <= diag.error_bound * (1 + 1e-9) + 1e-14
+                counts[method] = diag.iterations
+            assert counts["anderson"] <= counts["fixed_point"]
+        # Tracing: per step, the bound of every sample covers its true error.
+        _, diag = iterate_contraction(
+            lambda v: y - block.g(v),
+            y,
+            block.lipschitz,
+            0.0,
+            0.0,
+            60,
+            method="anderson",
+            stop=False,
+            trace=True,
+        )
+    assert diag.trace is not None
+    errors = (diag.trace.iterates - x).reshape(60, 4, -1).norm(dim=2)
+    assert bool((errors <= diag.trace.bounds * (1 + 1e-9) + 1e-14).all())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from preimage.models.iresnet import IResNetFlow
+from preimage.models.iresnet_flow import IResNetFlow
 from preimage.studies.iresnet_mnist_flow import Config, bits_loss, run
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from preimage.errors import CheckpointError, ConfigError, DataError, ShapeError, TrainingError
+from preimage.nn import logits_of
 from preimage.train.augment import translate
 from preimage.train.checkpoint import load_checkpoint, read_checkpoint_metadata
 from preimage.train.config import TrainConfig
@@ -26,7 +27,6 @@ from preimage.train.loop import (
     cross_entropy_loss,
     derive_seed,
     epoch_permutation,
-    model_logits,
 )
 
 Data = tuple[Tensor, Tensor]
@@ -331,7 +331,7 @@ class CountingLoss(nn.Module):
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
         self.calls += 1
-        loss = F.cross_entropy(model_logits(model, x), y)
+        loss = F.cross_entropy(logits_of(model, x), y)
         return 2 * loss, {"half": float(loss.detach())}
 
 
@@ -361,7 +361,7 @@ class AdversaryLoss(nn.Module):
         self.optimizer = torch.optim.Adam(self.probe.parameters(), lr=0.05)
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
-        logits = model_logits(model, x)
+        logits = logits_of(model, x)
         self.optimizer.zero_grad()
         inner = F.cross_entropy(self.probe(logits.detach()), y)
         inner.backward()
@@ -394,7 +394,7 @@ def test_logits_method_is_preferred_and_tuples_are_refused(cnn: Build, data: Dat
     model = cnn()
     x = data[0][:4]
     model.eval()
-    assert torch.equal(model_logits(model, x), model.logits(x))
+    assert torch.equal(logits_of(model, x), model.logits(x))
 
     class PairOnly(nn.Module):
         def __init__(self) -> None:
@@ -404,10 +404,10 @@ def test_logits_method_is_preferred_and_tuples_are_refused(cnn: Build, data: Dat
         def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
             return self.lin(x.flatten(1)), x.new_zeros(len(x))
 
-    with pytest.raises(ShapeError, match="give it a logits"):
+    with pytest.raises(ConfigError, match="give it a"):
         Trainer(PairOnly(), data, None, config(epochs=1), progress=False).fit()
     with pytest.raises(ShapeError, match="expected logits of shape"):
-        model_logits(nn.Flatten(0), x)
+        logits_of(nn.Flatten(0), x)
 
 
 def test_grad_clip_bounds_the_step(mlp: Build, data: Data) -> None:

@@ -1,0 +1,73 @@
+"""Type checks for the models' frozen config dataclasses.
+
+A config field annotated ``int`` must hold an ``int`` (not a ``bool``, not ``"a"``), a ``float``
+a real number, a ``bool`` a ``bool`` and a ``Literal`` one of its values; otherwise the
+constructor raises a one-line :class:`~preimage.errors.ConfigError` naming the field, instead
+of a ``TypeError`` from a comparison deep inside ``__post_init__``.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Toy:
+    ...     hidden: int = 4
+    ...     def __post_init__(self) -> None:
+    ...         check_field_types(self)
+    >>> try:
+    ...     Toy(hidden="a")
+    ... except ConfigError as err:
+    ...     print(err)
+    Toy.hidden must be an int, got 'a'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+from preimage.errors import ConfigError
+
+__all__ = ["check_field_types"]
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin is tuple or hint is tuple:
+        return isinstance(value, tuple | list)
+    return True  # other annotations are checked by the config itself
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return f"a{'n' if hint is int else ''} {getattr(hint, '__name__', hint)}"
+
+
+def check_field_types(config: Any) -> None:
+    """Raise :class:`ConfigError` unless every field of the dataclass ``config`` fits its type."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        hint = hints.get(field.name)
+        if hint is not None and not _matches(value, hint):
+            raise ConfigError(
+                f"{type(config).__name__}.{field.name} must be {_describe(hint)}, got {value!r}"
+            )
