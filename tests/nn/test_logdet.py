@@ -353,3 +353,121 @@ def test_branch_without_dependence_on_x_has_zero_logdet() -> None:
         y, logdet = estimator(lambda v: bias.expand_as(v), x)
         assert torch.equal(logdet.detach(), torch.zeros(2, dtype=torch.float64))
         assert torch.allclose(y, x + 1)
+
+
+# Estimator tests with power (issue 17). A diagonal linear branch with Rademacher probes makes
+# every Hutchinson term exact (v_i^2 = 1), so the only randomness left is the roulette's number
+# of terms N: the reweighting 1/P(N >= k) is then what decides unbiasedness, and many cheap
+# draws measure the mean to a small fraction of a percent.
+# Lip = 0.65 keeps the roulette's variance finite (Lip^2 < 1 - p) for every p used below, while
+# terms beyond the second still carry 10% of the log-det.
+_DIAG = (0.65, 0.6, 0.5)
+
+
+def _diagonal_branch() -> nn.Linear:
+    g = nn.Linear(len(_DIAG), len(_DIAG), bias=False).double()
+    with torch.no_grad():
+        g.weight.copy_(torch.diag(torch.tensor(_DIAG, dtype=torch.float64)))
+    return g
+
+
+def _diagonal_exact() -> float:
+    return float(sum(math.log1p(a) for a in _DIAG))
+
+
+def _diagonal_truncated(n_terms: int) -> float:
+    return float(sum((-1) ** (k + 1) * sum(a**k for a in _DIAG) / k for k in range(1, n_terms + 1)))
+
+
+def _rejects(draws: torch.Tensor, exact: float) -> bool:
+    """The unbiasedness check: the mean is more than 3 standard errors from the exact value."""
+    mean, se = _mean_and_se(draws)
+    return abs(mean - exact) > 3 * se
+
+
+@pytest.mark.parametrize(("p", "n_exact"), [(0.5, 2), (0.3, 1), (0.25, 1)])
+def test_roulette_reweighting_is_unbiased_to_a_fraction_of_a_percent(
+    p: float, n_exact: int
+) -> None:
+    g, exact = _diagonal_branch(), _diagonal_exact()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.zeros(1, len(_DIAG), dtype=torch.float64)
+    with torch.no_grad():
+        draws = torch.cat(
+            [
+                roulette_logdet(g, x, p=p, n_exact_terms=n_exact, probe="rademacher",
+                                generator=gen)[1]
+                for _ in range(4000)
+            ]
+        )  # fmt: skip
+    # The draws reach far beyond the always-computed terms, so the reweighting is exercised.
+    _, se = _mean_and_se(draws)
+    assert 3 * se < 0.01 * abs(exact), "the test would not see a 1% bias"
+    assert not _rejects(draws, exact)
+    # Power, shown by planting the bias: 1% off the log-det is rejected ...
+    assert _rejects(draws * 1.01, exact) and _rejects(draws * 0.99, exact)
+    # ... and so is the estimator without its reweighting, sum_{k<=N} t_k.
+    unweighted = torch.tensor(
+        [_diagonal_truncated(n) for n in _roulette_lengths(p, n_exact, 4000)], dtype=torch.float64
+    )
+    assert _rejects(unweighted, exact)
+
+
+def _roulette_lengths(p: float, n_exact: int, n: int) -> list[int]:
+    gen = torch.Generator().manual_seed(1)
+    u = torch.rand(n, generator=gen, dtype=torch.float64).clamp_min(1e-300)
+    return [n_exact + 1 + math.floor(math.log(float(v)) / math.log1p(-p)) for v in u]
+
+
+def test_iresblock_passes_n_terms_to_the_series_estimator() -> None:
+    from preimage.nn.iresblock import IResBlock
+
+    x = torch.zeros(2, len(_DIAG), dtype=torch.float64)
+    for n_terms in (1, 3, 6):
+        block = IResBlock(_diagonal_branch(), logdet="series", n_terms=n_terms, probe="rademacher")
+        with torch.no_grad():
+            _, logdet = block(x)
+        assert torch.allclose(logdet, torch.full_like(logdet, _diagonal_truncated(n_terms)))
+
+
+@pytest.mark.parametrize("logdet", ["roulette", "neumann"])
+def test_iresblock_passes_roulette_p_and_n_exact_terms(logdet: str) -> None:
+    from preimage.nn.iresblock import IResBlock
+
+    # p = 1 stops right after the always-computed terms: exactly n_exact_terms + 1 terms.
+    x = torch.zeros(1, len(_DIAG), dtype=torch.float64)
+    for n_exact in (0, 4):
+        block = IResBlock(
+            _diagonal_branch(), logdet=logdet, roulette_p=1.0, n_exact_terms=n_exact,
+            probe="rademacher",
+        )  # fmt: skip
+        with torch.no_grad():
+            _, value = block(x)
+        assert float(value) == pytest.approx(_diagonal_truncated(n_exact + 1), abs=1e-12)
+    # A smaller p draws longer series: the mean number of terms reaches the estimator.
+    block = IResBlock(_diagonal_branch(), logdet=logdet, roulette_p=0.2, n_exact_terms=0,
+                      probe="rademacher")  # fmt: skip
+    torch.manual_seed(0)
+    with torch.no_grad():
+        values = torch.cat([block(x)[1] for _ in range(400)])
+    assert abs(float(values.mean()) - _diagonal_exact()) < 0.1 * abs(_diagonal_exact())
+
+
+def test_iresblock_passes_n_probes_and_probe() -> None:
+    from preimage.nn.iresblock import IResBlock
+
+    g = _branch(lip=0.6)
+    x = _point(2).expand(256, DIM)
+
+    def spread(**kw: object) -> float:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return float(IResBlock(g, logdet="series", n_terms=4, **kw)(x)[1].var())
+
+    # Hutchinson's variance falls as 1/n_probes; Rademacher probes of a diagonal map are exact.
+    assert spread(n_probes=1) > 8 * spread(n_probes=16)
+    diagonal = IResBlock(_diagonal_branch(), logdet="series", n_terms=4, probe="rademacher")
+    gaussian = IResBlock(_diagonal_branch(), logdet="series", n_terms=4, probe="gaussian")
+    z = torch.zeros(64, len(_DIAG), dtype=torch.float64)
+    with torch.no_grad():
+        assert float(diagonal(z)[1].var()) < 1e-20 < float(gaussian(z)[1].var())
