@@ -204,6 +204,8 @@ def train(
     preset = DATASET_PRESETS.get(dataset, {}).get("model", {}) if model == "fi-revnet" else {}
     typed = apply_overrides(MODEL_CONFIGS[model](**preset), options)
     model_options = {**preset, **{k: getattr(typed, k) for k in options}}
+    if dataset == "mnist" and download:
+        _fetch_mnist_if_missing(data_dir)
     train_preset = DATASET_PRESETS.get(dataset, {}).get("train", {})
     overrides = {
         "epochs": epochs,
@@ -229,6 +231,19 @@ def train(
         overwrite=overwrite,
     )
     _summary(out, metrics)
+
+
+def _fetch_mnist_if_missing(data_dir: Path | None) -> None:
+    """Download MNIST when a file is missing, and say where it went (the loader verifies it)."""
+    from preimage.data.mnist import MNIST_FILES, download_mnist, mnist_dir
+
+    folder = mnist_dir(data_dir)
+    names = [name for pair in MNIST_FILES.values() for name in pair]
+    if all((folder / n).is_file() or (folder / n.removesuffix(".gz")).is_file() for n in names):
+        return
+    click.echo(f"MNIST is not in {folder}; downloading it (checksummed) ...", err=True)
+    download_mnist(data_dir)
+    click.echo(f"MNIST downloaded to {folder.resolve()}", err=True)
 
 
 @cli.command("eval")
