@@ -222,8 +222,12 @@ def training_curves(
         ax.set_ylabel(ylabels[panel])
         if panel == "lr":
             ax.set_yscale("log", nonpositive="mask")
-        if all(float(x).is_integer() for xs, _ in series[panel].values() for x in xs):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epochs = sorted({x for xs, _ in series[panel].values() for x in xs})
+        if epochs and all(x.is_integer() for x in epochs):
+            if len(epochs) <= 12:
+                ax.set_xticks(epochs)  # a locator puts fractional ticks around a single epoch
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title:

@@ -3,7 +3,7 @@ r"""``preimage run iresnet-mnist-flow``: an i-ResNet density model on MNIST (the
 Trains :class:`~preimage.models.iresnet.IResNetFlow` by maximum likelihood on dequantised MNIST
 (:math:`x \mapsto (255x + u)/256`, done by :class:`~preimage.train.Trainer`), the log-det of
 every block estimated during training (``model.logdet``: by default the unbiased Russian roulette
-with the Neumann-series gradient of Residual Flows, which trains about twice as fast as
+with the Neumann-series gradient of Residual Flows, which trains faster than
 back-propagating through the roulette series; thesis A.2 uses the 10-term power series), then
 evaluates bits/dim on test images with the protocol of appendix A.2
 (:meth:`~preimage.models.iresnet.IResNetFlow.bits_per_dim`: series length from the theorem-5.8
@@ -54,7 +54,7 @@ class Config(StudyConfig):
         dataset: ``"mnist"`` (or ``"digits"``).
         model: the flow (:class:`~preimage.models.IResNetFlowConfig`; ``cpu``: 3 scale-blocks
             x 3 blocks, 32 hidden channels, c = 0.9, the Neumann-gradient estimator, which
-            trains about twice as fast as back-propagating through the roulette series).
+            trains faster than back-propagating through the roulette series, BENCHMARKS.md).
         train: the recipe (:class:`~preimage.train.TrainConfig`; ``cpu``: 4 epochs of Adamax
             at the thesis' learning rate 0.003, constant, batch 64, uniform dequantisation, no
             shifts; its ``seed`` and ``device`` follow the study's).

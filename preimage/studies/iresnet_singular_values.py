@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +43,7 @@ from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun
 from preimage.studies.residual_parts import (
     ResidualClassifier,
+    ResidualClassifierConfig,
     adam_recipe,
     converge_spectral,
     trained_classifier,
@@ -60,8 +61,8 @@ class Config(StudyConfig):
     Attributes:
         dataset: ``"mnist"`` or ``"digits"``.
         coeffs: spectral coefficients of the normalised models.
-        n_blocks: residual blocks per network.
-        hidden: hidden channels of each branch.
+        model: architecture of every network
+            (:class:`~preimage.studies.residual_parts.ResidualClassifierConfig`).
         train: training of every network (:class:`~preimage.train.TrainConfig`, by default
             :func:`~preimage.studies.residual_parts.adam_recipe`: plain Adam, constant learning
             rate, no augmentation; its ``seed`` and ``device`` follow the study's, network
@@ -73,8 +74,7 @@ class Config(StudyConfig):
 
     dataset: str = "mnist"
     coeffs: tuple[float, ...] = (0.5, 0.7, 0.9)
-    n_blocks: int = 4
-    hidden: int = 32
+    model: ResidualClassifierConfig = field(default_factory=ResidualClassifierConfig)
     train: TrainConfig = field(
         default_factory=lambda: adam_recipe(epochs=2, max_steps_per_epoch=750)
     )
@@ -86,8 +86,8 @@ class Config(StudyConfig):
         "smoke": {
             "dataset": "digits",
             "coeffs": (0.5, 0.9),
-            "n_blocks": 2,
-            "hidden": 16,
+            "model.n_blocks": 2,
+            "model.hidden": 16,
             "train.epochs": 3,
             "train.max_steps_per_epoch": 20,
             "train.lr": 3e-3,
@@ -96,8 +96,8 @@ class Config(StudyConfig):
         "cpu": {},
         "paper": {
             "coeffs": (0.3, 0.5, 0.7, 0.9),
-            "n_blocks": 21,
-            "hidden": 64,
+            "model.n_blocks": 21,
+            "model.hidden": 64,
             "train.epochs": 43,
             "train.max_steps_per_epoch": None,
             "train.batch_size": 128,
@@ -314,10 +314,10 @@ def run(
         title="iresnet-singular-values: exact operator norms (thesis figure 4.2)",
         intro=(
             f"A vanilla ResNet and i-ResNets with c in {list(config.coeffs)} "
-            f"({config.n_blocks} blocks, 3-1-3 convolutions) trained for {config.train.epochs} "
-            f"epoch(s) on {config.dataset}. Every convolution's largest singular value is "
-            "computed exactly on the input size it sees; the i-ResNets are shown as trained "
-            "and after converging their power iteration."
+            f"({config.model.n_blocks} blocks, 3-1-3 convolutions) trained for "
+            f"{config.train.epochs} epoch(s) on {config.dataset}. Every convolution's largest "
+            "singular value is computed exactly on the input size it sees; the i-ResNets are "
+            "shown as trained and after converging their power iteration."
         ),
     )
     train, test = load_train_test(
@@ -335,11 +335,12 @@ def run(
     ratios: list[float] = []
     all_certified = True
     settings = [("vanilla", None), *[(f"c={c}", c) for c in config.coeffs]]
-    arch = {"n_blocks": config.n_blocks, "hidden": config.hidden}
     for index, (name, coeff) in enumerate(settings):
         study.seed(index)
         recipe = replace(config.train, seed=config.seed + index, device=str(study.device))
-        model = trained_classifier(train, recipe, coeff=coeff, progress=config.progress, **arch)
+        model = trained_classifier(
+            train, recipe, coeff=coeff, progress=config.progress, **asdict(config.model)
+        )
         found, row, contractive = _measure(model, name, coeff, sample, test, norms)
         save_checkpoint(study.checkpoint_path(_key(name)), model=model)
         metrics.update(found)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from preimage.train import TrainConfig, Trainer
 
 __all__ = [
     "ResidualClassifier",
+    "ResidualClassifierConfig",
     "adam_recipe",
     "converge_spectral",
     "fixed_point_trace",
@@ -170,6 +172,27 @@ def trained_classifier(
     )
     Trainer(model, train, None, recipe, progress=progress).fit()
     return model.eval()
+
+
+@dataclass(frozen=True)
+class ResidualClassifierConfig:
+    """Architecture of a :class:`ResidualClassifier` (all but the input shape and ``coeff``).
+
+    Attributes:
+        n_blocks: residual blocks.
+        hidden: hidden channels of each branch.
+        pad_channels: zero channels appended after the squeeze.
+
+    Example:
+        >>> from dataclasses import asdict
+        >>> net = ResidualClassifier((1, 4, 4), coeff=0.9, **asdict(ResidualClassifierConfig(1, 4)))
+        >>> len(net.body)
+        3
+    """
+
+    n_blocks: int = 4
+    hidden: int = 32
+    pad_channels: int = 4
 
 
 def converge_spectral(model: nn.Module, max_iterations: int = 2000, rtol: float = 1e-10) -> int:

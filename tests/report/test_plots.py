@@ -319,5 +319,9 @@ def test_training_curves_omit_a_constant_learning_rate_and_tick_whole_epochs() -
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss"]
     ticks = fig.axes[0].xaxis.get_major_locator()()
     assert all(float(t).is_integer() for t in ticks)
+    single = training_curves(history[:1]).axes[0]
+    assert list(single.get_xticks()) == [1.0]
+    many = training_curves([{"epoch": e, "train_loss": 1.0} for e in range(1, 41)]).axes[0]
+    assert all(float(t).is_integer() for t in many.xaxis.get_major_locator()())
     decayed = training_curves([dict(h, lr=0.1 * 0.2**i) for i, h in enumerate(history)])
     assert [ax.get_ylabel() for ax in decayed.axes] == ["loss", "learning rate"]

@@ -23,10 +23,10 @@ def _errors_from_checkpoint(path: Path, config: Config, coeff: float | None) -> 
     """Worst relative reconstruction error of the saved network after 1, 2, 5, 10, 30 steps."""
     model = ResidualClassifier(
         (1, 8, 8),
-        n_blocks=config.n_blocks,
-        hidden=config.hidden,
         coeff=coeff,
-        pad_channels=config.pad_channels,
+        n_blocks=config.model.n_blocks,
+        hidden=config.model.hidden,
+        pad_channels=config.model.pad_channels,
     )
     load_checkpoint(path, model=model)
     x = load_dataset("digits", "test").images[:16]
@@ -83,6 +83,7 @@ def test_rejects_bad_coefficients(tmp_path: Path) -> None:
 
 
 def test_nested_options_reach_the_training() -> None:
-    config = Config.for_budget("smoke", **{"train.epochs": "3", "hidden": "8"})
-    assert (config.train.epochs, config.train.max_steps_per_epoch, config.hidden) == (3, 20, 8)
+    config = Config.for_budget("smoke", **{"train.epochs": "3", "model.hidden": "8"})
+    assert (config.train.epochs, config.train.max_steps_per_epoch) == (3, 20)
+    assert (config.model.hidden, config.model.n_blocks) == (8, 2)
     assert config.train.optimizer == "adam" and config.train.lr_decay == 1.0

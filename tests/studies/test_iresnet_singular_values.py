@@ -61,7 +61,9 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert metrics["vanilla_layers_above_one"] > 0 and metrics["vanilla_max_block_bound"] > 1
     # Measured here by dense SVD of every convolution of the saved c = 0.9 network: the study's
     # exact norms are the true ones and sit at c, not above it.
-    model = ResidualClassifier((1, 8, 8), n_blocks=config.n_blocks, hidden=config.hidden, coeff=0.9)
+    model = ResidualClassifier(
+        (1, 8, 8), n_blocks=config.model.n_blocks, hidden=config.model.hidden, coeff=0.9
+    )
     load_checkpoint(tmp_path / "checkpoints" / "c09.safetensors", model=model)
     sample = torch.zeros(1, 1, 8, 8)
     modules = dict(model.eval().body.named_modules())
