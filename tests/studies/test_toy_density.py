@@ -101,3 +101,15 @@ def test_smoke_run(tmp_path: Path) -> None:
                 own = -log_density(flow, points[dataset]).mean()
                 foreign = -log_density(flows[other][key], points[dataset]).mean()
                 assert own < foreign - 0.2, (dataset, key, float(own), float(foreign))
+        # What the coupling flow learned of the moons is not their first two moments: it scores
+        # them better than Gaussian points with the same mean and covariance (a Gaussian model
+        # would score both alike, since its log-density is quadratic).
+        moons = points["moons"]
+        cholesky = torch.linalg.cholesky(torch.cov(moons.T))
+        noise = torch.randn(
+            moons.shape, generator=torch.Generator().manual_seed(1), dtype=moons.dtype
+        )
+        blob = moons.mean(0) + noise @ cholesky.T
+        coupling = flows["moons"]["coupling"]
+        margin = -log_density(coupling, blob).mean() + log_density(coupling, moons).mean()
+        assert margin > 0.2, float(margin)
