@@ -38,6 +38,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from preimage.errors import ConfigError, ShapeError
 from preimage.runs import atomic_write_bytes
@@ -159,13 +160,15 @@ def _panel_of(key: str) -> str | None:
 def training_curves(
     history: Sequence[Mapping[str, Any]], *, x_key: str = "epoch", title: str | None = None
 ) -> Figure:
-    r"""Loss and accuracy (train and test) per epoch, plus the learning rate if recorded.
+    r"""Loss and accuracy (train and test) per epoch, plus the learning rate if it changes.
 
     Keys are grouped by name: those containing ``loss`` go to the loss panel, those containing
     ``acc`` or ``err`` to the accuracy panel, ``lr`` / ``learning_rate`` (or ``*_lr``) to a
-    log-scale learning-rate panel; other keys are not drawn. Records may lack keys and values may
-    be ``None`` or NaN: each curve shows the epochs where it has a finite value. The x value is
-    ``record[x_key]`` when present, otherwise the 1-based position in ``history``.
+    log-scale learning-rate panel, unless the rate is constant (a flat line says nothing the
+    caption cannot); other keys are not drawn. Whole-number x values (epochs) get integer
+    ticks. Records may lack keys and values may be ``None`` or NaN: each curve shows the epochs
+    where it has a finite value. The x value is ``record[x_key]`` when present, otherwise the
+    1-based position in ``history``.
 
     Args:
         history: one mapping per epoch, e.g. ``{"epoch": 1, "train_loss": .3, "test_acc": .9}``.
@@ -196,7 +199,10 @@ def training_curves(
             xs.append(x)
             ys.append(value)
 
-    panels = [p for p in ("loss", "accuracy", "lr") if p in series]
+    rates = series.get("lr", {})
+    for name in [n for n, (_, ys) in rates.items() if len(set(ys)) <= 1]:
+        del rates[name]
+    panels = [p for p in ("loss", "accuracy", "lr") if series.get(p)]
     fig = _new_figure(_PANEL_WIDTH * max(1, len(panels)), _PANEL_HEIGHT)
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     if not panels:
@@ -216,6 +222,12 @@ def training_curves(
         ax.set_ylabel(ylabels[panel])
         if panel == "lr":
             ax.set_yscale("log", nonpositive="mask")
+        epochs = sorted({x for xs, _ in series[panel].values() for x in xs})
+        if epochs and all(x.is_integer() for x in epochs):
+            if len(epochs) <= 12:
+                ax.set_xticks(epochs)  # a locator puts fractional ticks around a single epoch
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title:

@@ -1,18 +1,18 @@
 r"""``preimage run iresnet-mnist-flow``: an i-ResNet density model on MNIST (thesis A.2).
 
-Trains :class:`~preimage.models.iresnet_flow.IResNetFlow` by maximum likelihood on dequantised MNIST
+Trains :class:`~preimage.models.iresnet.IResNetFlow` by maximum likelihood on dequantised MNIST
 (:math:`x \mapsto (255x + u)/256`, done by :class:`~preimage.train.Trainer`), the log-det of
-every block estimated during training (``logdet``: by default the unbiased Russian roulette
-with the Neumann-series gradient of Residual Flows, which trains about twice as fast as
+every block estimated during training (``model.logdet``: by default the unbiased Russian roulette
+with the Neumann-series gradient of Residual Flows, which trains faster than
 back-propagating through the roulette series; thesis A.2 uses the 10-term power series), then
 evaluates bits/dim on test images with the protocol of appendix A.2
-(:meth:`~preimage.models.iresnet_flow.IResNetFlow.bits_per_dim`: series length from the theorem-5.8
+(:meth:`~preimage.models.iresnet.IResNetFlow.bits_per_dim`: series length from the theorem-5.8
 bound with certified Lipschitz constants, Hutchinson probes until the standard error is small)
 and draws a grid of samples :math:`F^{-1}(z)`.
 
-Target (``cpu``): bits/dim :math:`\le 1.4` (thesis: 1.06 after 200 epochs). The ``cpu``
-settings are an estimate from a throughput measurement, not a measured result (see
-``Config``).
+Target (``cpu``): bits/dim :math:`\le 1.4` (thesis: 1.06 after 200 epochs), reported rather
+than promised: the ``cpu`` settings were sized from throughput measurements (BENCHMARKS.md), and
+the thesis needs 200 epochs of a far larger model for 1.06.
 
 Deviations from the thesis: far fewer blocks, channels and epochs on the CPU budgets; the
 evaluation's bias and standard-error tolerances are looser at ``smoke``/``cpu`` (reported in the
@@ -28,18 +28,20 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from preimage.data import load_train_test
 from preimage.errors import ConvergenceError
-from preimage.models.iresnet_flow import IResNetFlow
-from preimage.report.plots import image_grid, save_figure, training_curves
-from preimage.studies._iresnet_common import Target, begin_run, finish_run, load_train_test
+from preimage.models.iresnet_flow import BitsPerDim, IResNetFlow, IResNetFlowConfig
+from preimage.report.plots import image_grid, training_curves
 from preimage.studies.base import StudyConfig
-from preimage.train import TrainConfig, Trainer, resolve_device
+from preimage.studies.kit import StudyRun
+from preimage.train import TrainConfig, Trainer
+from preimage.train.augment import dequantize
 
 __all__ = ["Config", "bits_loss", "run"]
 
@@ -48,32 +50,16 @@ __all__ = ["Config", "bits_loss", "run"]
 class Config(StudyConfig):
     """Settings of the MNIST density model (defaults: the ``cpu`` budget).
 
-    The ``cpu`` budget (3 scale-blocks x 3 blocks, 32 hidden channels, 4 epochs, bits/dim on
-    300 test images) was sized from measurements on the development machine with one intra-op
-    thread while two other jobs shared its two cores: 62 training samples/s with back-propagation
-    through the roulette series and 128 samples/s with the Neumann gradient (``"neumann"``, the
-    default), so 4 x 60000 samples take about 31 minutes, plus about 0.35 s per image for the
-    A.2-style evaluation at the ``cpu`` tolerances (about 2 minutes). Measured run
-    (2026-11-21, with two or three other studies on the two cores): 57 minutes, 5.58 bits/dim
-    on the test images (target 1.4: missed; see BENCHMARKS.md).
-    The run was not completed there; whether 3 epochs of so small a model reach 1.4 bits/dim
-    is uncertain (the thesis needs 200 epochs of a far larger model for 1.06), so the target is
-    reported, not promised.
-
     Attributes:
-        dataset: ``"mnist"``.
-        stages: scale-blocks.
-        blocks_per_stage: residual blocks per scale-block.
-        hidden: hidden channels of each branch.
-        coeff: spectral coefficient :math:`c`.
-        logdet: training estimator (``"roulette"``, ``"series"``, ``"neumann"``).
-        n_terms: power-series terms when ``logdet="series"``.
-        epochs: training epochs.
-        batch_size: training batch size.
-        lr: Adamax learning rate (thesis: 0.003).
-        max_steps_per_epoch: cap on steps per epoch (``None``: full epochs).
-        n_train: training images used (``None``: all).
-        n_eval: test images for bits/dim.
+        dataset: ``"mnist"`` (or ``"digits"``).
+        model: the flow (:class:`~preimage.models.IResNetFlowConfig`; ``cpu``: 3 scale-blocks
+            x 3 blocks, 32 hidden channels, c = 0.9, the Neumann-gradient estimator, which
+            trains faster than back-propagating through the roulette series, BENCHMARKS.md).
+        train: the recipe (:class:`~preimage.train.TrainConfig`; ``cpu``: 4 epochs of Adamax
+            at the thesis' learning rate 0.003, constant, batch 64, uniform dequantisation, no
+            shifts; its ``seed`` and ``device`` follow the study's).
+        n_train: training images, a random subset (``None``: all).
+        n_eval: test images for bits/dim, a random subset.
         bias_tol: truncation-bias tolerance of the evaluation, bits/dim.
         se_tol: standard-error tolerance of the evaluation, bits/dim.
         max_probes: cap on Hutchinson probes per sample in the evaluation.
@@ -84,16 +70,23 @@ class Config(StudyConfig):
     """
 
     dataset: str = "mnist"
-    stages: int = 3
-    blocks_per_stage: int = 3
-    hidden: int = 32
-    coeff: float = 0.9
-    logdet: str = "neumann"
-    n_terms: int = 10
-    epochs: int = 4
-    batch_size: int = 64
-    lr: float = 3e-3
-    max_steps_per_epoch: int | None = None
+    model: IResNetFlowConfig = field(
+        default_factory=lambda: IResNetFlowConfig(
+            stages=3, blocks_per_stage=3, hidden=32, coeff=0.9, logdet="neumann", n_terms=10
+        )
+    )
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=4,
+            batch_size=64,
+            lr=3e-3,
+            optimizer="adamax",
+            weight_decay=0.0,
+            lr_decay=1.0,
+            max_shift=0,
+            dequantize=True,
+        )
+    )
     n_train: int | None = None
     n_eval: int = 300
     bias_tol: float = 1e-3
@@ -105,12 +98,12 @@ class Config(StudyConfig):
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "stages": 2,
-            "blocks_per_stage": 1,
-            "hidden": 8,
-            "epochs": 1,
-            "batch_size": 16,
-            "max_steps_per_epoch": 3,
+            "model.stages": 2,
+            "model.blocks_per_stage": 1,
+            "model.hidden": 8,
+            "train.epochs": 1,
+            "train.batch_size": 16,
+            "train.max_steps_per_epoch": 3,
             "n_train": 128,
             "n_eval": 16,
             "bias_tol": 1e-2,
@@ -121,10 +114,9 @@ class Config(StudyConfig):
         },
         "cpu": {},
         "paper": {
-            "blocks_per_stage": 32,
-            "hidden": 32,
-            "logdet": "series",
-            "epochs": 200,
+            "model.blocks_per_stage": 32,
+            "model.logdet": "series",
+            "train.epochs": 200,
             "n_eval": 10_000,
             "bias_tol": 1e-4,
             "se_tol": 1e-4,
@@ -148,110 +140,119 @@ def bits_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str,
     return bits, {"bits_per_dim": float(bits.detach())}
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Train the density model, evaluate bits/dim, draw samples; writes the run directory."""
-    run_dir = begin_run(config, out_dir, argv, "iresnet-mnist-flow")
-    device = resolve_device(config.device)
-    (x_train, y_train), (x_test, _) = load_train_test(config, config.n_eval, device)
-    torch.manual_seed(config.seed)
-    model = IResNetFlow(
-        tuple(x_train.shape[1:]),
-        stages=config.stages,
-        blocks_per_stage=config.blocks_per_stage,
-        hidden=config.hidden,
-        coeff=config.coeff,
-        logdet=config.logdet,
-        n_terms=config.n_terms,
+def _samples(model: IResNetFlow, n: int, shape: tuple[int, ...]) -> tuple[Tensor, bool]:
+    """``n`` samples in [0, 1] (clamped), or zeros when the fixed-point inverse fails."""
+    try:
+        with torch.no_grad():
+            return model.sample(n).clamp(0, 1).cpu(), True
+    except ConvergenceError:
+        return torch.zeros(n, *shape), False
+
+
+def _figures(
+    study: StudyRun, history: list[dict[str, Any]], samples: Tensor, result: BitsPerDim
+) -> None:
+    study.figure(
+        training_curves([{"epoch": h["epoch"], "train_loss": h["train_loss"]} for h in history]),
+        "training_curves",
+        "Training loss per epoch: the mean bits/dim of the dequantised training batches under "
+        "the training log-det estimator (the learning rate is constant).",
     )
-    train = TrainConfig(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        optimizer="adamax",
-        weight_decay=0.0,
-        lr_step=max(config.epochs, 1),
-        max_shift=0,
-        dequantize=True,
-        seed=config.seed,
-        device=str(device),
-        max_steps_per_epoch=config.max_steps_per_epoch,
+    study.figure(
+        image_grid(samples, nrow=math.ceil(math.sqrt(samples.shape[0])), title="samples"),
+        "samples",
+        f"{samples.shape[0]} samples F^-1(z), z ~ N(0, I), clamped to [0, 1]; the model's "
+        f"test bits/dim is {result.value:.3g}.",
     )
-    trainer = Trainer(
-        model,
-        (x_train, y_train),
-        None,
-        train,
-        loss_fn=bits_loss,
-        out_dir=run_dir.path,
-        progress=config.progress,
-        model_class="IResNetFlow",
-    )
-    trainer.fit()
+
+
+def _evaluate(
+    model: IResNetFlow, x_test: Tensor, config: Config, device: torch.device
+) -> BitsPerDim:
+    """Bits/dim of the dequantised test images (A.2 protocol) after converging the model."""
     model.eval()
     model.converge(2000, rtol=1e-10)
-    gen = torch.Generator(device="cpu").manual_seed(config.seed + 1)
-    noise = torch.rand(x_test.shape, generator=gen).to(device)
-    x_eval = (torch.round(x_test * 255) + noise) / 256
-    result = model.bits_per_dim(
+    x_eval = dequantize(x_test, torch.Generator(device=device).manual_seed(config.seed + 1))
+    return model.bits_per_dim(
         x_eval,
         bias_tol=config.bias_tol,
         se_tol=config.se_tol,
         max_probes=config.max_probes,
         probes_per_round=config.probes_per_round,
     )
-    sampled = True
-    try:
-        with torch.no_grad():
-            samples = model.sample(config.n_samples).clamp(0, 1).cpu()
-    except ConvergenceError:
-        sampled = False
-        samples = torch.zeros(config.n_samples, *x_train.shape[1:])
-    save_figure(training_curves(trainer.history), run_dir.figures / "training_curves.png")
-    save_figure(
-        image_grid(samples, nrow=math.ceil(math.sqrt(config.n_samples)), title="samples"),
-        run_dir.figures / "samples.png",
-    )
-    history = trainer.history
-    metrics: dict[str, Any] = {
+
+
+def _metrics(
+    result: BitsPerDim, last: dict[str, Any], sampled: bool, model: nn.Module
+) -> dict[str, Any]:
+    return {
         "test_bits_per_dim": result.value,
         "test_bits_standard_error": result.standard_error,
         "test_bits_bias_bound": result.bias_bound,
         "eval_probes": result.n_probes,
         "eval_max_terms": max(result.n_terms) if result.n_terms else 0,
         "eval_capped": result.capped,
-        "eval_images": int(x_eval.shape[0]),
-        "train_bits_per_dim": float(history[-1].get("train_bits_per_dim", math.nan)),
-        "samples_per_s": float(history[-1].get("samples_per_s", 0.0)),
+        "eval_images": int(result.per_sample.shape[0]),
+        "train_bits_per_dim": float(last.get("train_bits_per_dim", math.nan)),
+        "samples_per_s": float(last.get("samples_per_s", 0.0)),
         "sampled": sampled,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    targets = [
-        Target(
-            "bits_per_dim",
-            round(result.value, 4),
-            f"<= {config.bits_target} at the cpu budget (thesis 1.06)",
-            result.value <= config.bits_target,
-        ),
-        Target("sampled", sampled, "fixed-point inverse converges for samples", sampled),
-    ]
-    intro = (
-        f"IResNetFlow with {config.stages} scale-blocks x {config.blocks_per_stage} blocks, "
-        f"{config.hidden} hidden channels, c = {config.coeff}, trained with the {config.logdet} "
-        f"estimator for {config.epochs} epoch(s) on {x_train.shape[0]} images. Bits/dim on "
-        f"{x_eval.shape[0]} dequantised test images: bias <= {result.bias_bound:.2g}, standard "
-        f"error {result.standard_error:.2g} ({result.n_probes} probes)."
-    )
-    return finish_run(
-        run_dir,
+
+
+def run(
+    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Train the density model, evaluate bits/dim, draw samples; writes the run directory."""
+    m, t = config.model, config.train
+    study = StudyRun(
+        "iresnet-mnist-flow",
         config,
+        out_dir,
+        argv=argv,
         title="iresnet-mnist-flow: i-ResNet density model (thesis appendix A.2)",
-        intro=intro,
-        metrics=metrics,
-        targets=targets,
-        figures=[
-            ("training_curves.png", "Training bits/dim per epoch."),
-            ("samples.png", "Samples F^-1(z), z ~ N(0, I)."),
-        ],
+        intro=(
+            f"IResNetFlow with {m.stages} scale-blocks x {m.blocks_per_stage} blocks, "
+            f"{m.hidden} hidden channels, c = {m.coeff}, trained with the {m.logdet} estimator "
+            f"for {t.epochs} epoch(s) on {config.n_train or 'all'} {config.dataset} images."
+        ),
     )
+    train, (x_test, _) = load_train_test(
+        config.dataset,
+        n_train=config.n_train,
+        n_test=config.n_eval,
+        seed=config.seed,
+        data_dir=config.data_dir,
+        device=study.device,
+    )
+    study.seed()
+    model = IResNetFlow(tuple(train[0].shape[1:]), **asdict(m))
+    recipe = replace(t, seed=config.seed, device=str(study.device))
+    trainer = Trainer(
+        model,
+        train,
+        None,
+        recipe,
+        loss_fn=bits_loss,
+        out_dir=study.path,
+        progress=config.progress,
+        model_class="IResNetFlow",
+    )
+    trainer.fit()
+    result = _evaluate(model, x_test, config, study.device)
+    samples, sampled = _samples(model, config.n_samples, tuple(train[0].shape[1:]))
+    _figures(study, trainer.history, samples, result)
+    study.text(
+        f"Bits/dim on {x_test.shape[0]} dequantised test images: bias <= "
+        f"{result.bias_bound:.2g}, standard error {result.standard_error:.2g} "
+        f"({result.n_probes} probes)."
+    )
+    metrics = _metrics(result, trainer.history[-1], sampled, model)
+    study.check(
+        "bits_per_dim",
+        round(result.value, 4),
+        f"<= {config.bits_target} at the cpu budget (thesis 1.06)",
+        met=result.value <= config.bits_target,
+    )
+    study.check("sampled", sampled, "fixed-point inverse converges for samples", met=sampled)
+    return study.finish(metrics)

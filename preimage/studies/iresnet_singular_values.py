@@ -12,8 +12,8 @@ block contractive; a deliberately unconstrained layer (a plain convolution put i
 normalised model, scaled so that its block's bound is 1.5) is reported with a norm above
 :math:`c` and its block as non-contractive.
 
-Deviation from the thesis: MNIST instead of CIFAR-10 and a few blocks instead of 54, to fit the
-CPU budgets.
+Deviation from the thesis: MNIST instead of CIFAR-10, a few blocks instead of 54 and one or
+two epochs, to fit the CPU budgets.
 
 References:
     Behrmann (thesis), *Invertibility and Domain Knowledge*, figure 4.2, eq. 4.6, remark 4.9.
@@ -25,31 +25,30 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch import nn
+from torch import Tensor, nn
 
+from preimage.analysis.invariance import classification_error
 from preimage.analysis.operator_norm import lipschitz_certificate, operator_norm
+from preimage.data import load_train_test
 from preimage.errors import ConfigError
 from preimage.nn.iresblock import IResBlock
 from preimage.nn.spectral import SpectralConv2d
-from preimage.report.plots import save_figure
-from preimage.studies._iresnet_common import (
-    ResidualClassifier,
-    Target,
-    accuracy,
-    begin_run,
-    converge_spectral,
-    finish_run,
-    load_images,
-    train_classifier,
-)
 from preimage.studies.base import StudyConfig
-from preimage.train import resolve_device
+from preimage.studies.kit import StudyRun
+from preimage.studies.residual_parts import (
+    ResidualClassifier,
+    ResidualClassifierConfig,
+    adam_recipe,
+    converge_spectral,
+    trained_classifier,
+)
+from preimage.train import TrainConfig
 from preimage.train.checkpoint import save_checkpoint
 
 __all__ = ["Config", "conv_norms", "conv_shapes", "run"]
@@ -59,29 +58,26 @@ __all__ = ["Config", "conv_norms", "conv_shapes", "run"]
 class Config(StudyConfig):
     """Settings of the singular-value study (defaults: the ``cpu`` budget).
 
-    ``cpu`` estimate: 4 x 1500 training steps at ~0.09 s/step (measured on one loaded core) plus
-    exact norms of every convolution, about 12 minutes.
-
     Attributes:
         dataset: ``"mnist"`` or ``"digits"``.
         coeffs: spectral coefficients of the normalised models.
-        n_blocks: residual blocks per network.
-        hidden: hidden channels of each branch.
-        steps: training steps per network.
-        batch_size: training batch size.
-        lr: Adam learning rate.
-        n_test: test images for the accuracy.
+        model: architecture of every network
+            (:class:`~preimage.studies.residual_parts.ResidualClassifierConfig`).
+        train: training of every network (:class:`~preimage.train.TrainConfig`, by default
+            :func:`~preimage.studies.residual_parts.adam_recipe`: plain Adam, constant learning
+            rate, no augmentation; its ``seed`` and ``device`` follow the study's, network
+            ``i`` trains with ``seed + i``).
+        n_test: test images for the accuracy, a random subset.
         tolerance: relative slack allowed above ``c`` (the target is ``c (1 + tolerance)``).
         violating_bound: block Lipschitz bound produced by the deliberately unconstrained layer.
     """
 
     dataset: str = "mnist"
     coeffs: tuple[float, ...] = (0.5, 0.7, 0.9)
-    n_blocks: int = 4
-    hidden: int = 32
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 1e-3
+    model: ResidualClassifierConfig = field(default_factory=ResidualClassifierConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: adam_recipe(epochs=2, max_steps_per_epoch=750)
+    )
     n_test: int = 2000
     tolerance: float = 1e-3
     violating_bound: float = 1.5
@@ -90,19 +86,21 @@ class Config(StudyConfig):
         "smoke": {
             "dataset": "digits",
             "coeffs": (0.5, 0.9),
-            "n_blocks": 2,
-            "hidden": 16,
-            "steps": 60,
-            "lr": 3e-3,
+            "model.n_blocks": 2,
+            "model.hidden": 16,
+            "train.epochs": 3,
+            "train.max_steps_per_epoch": 20,
+            "train.lr": 3e-3,
             "n_test": 200,
         },
         "cpu": {},
         "paper": {
             "coeffs": (0.3, 0.5, 0.7, 0.9),
-            "n_blocks": 21,
-            "hidden": 64,
-            "steps": 20_000,
-            "batch_size": 128,
+            "model.n_blocks": 21,
+            "model.hidden": 64,
+            "train.epochs": 43,
+            "train.max_steps_per_epoch": None,
+            "train.batch_size": 128,
         },
     }
 
@@ -177,19 +175,17 @@ def conv_shapes(
     return shapes
 
 
-def _figure(norms: dict[str, list[float]], coeffs: dict[str, float | None]) -> Figure:
+def _figure(norms: dict[str, tuple[list[float], float | None]]) -> Figure:
     fig = Figure(figsize=(11, 4.2))
     ax = fig.subplots()
     names = list(norms)
-    n_layers = len(next(iter(norms.values())))
+    n_layers = len(next(iter(norms.values()))[0])
     width = 0.8 / len(names)
     x = np.arange(n_layers)
-    colours = [f"C{i}" for i in range(len(names))]
-    for i, name in enumerate(names):
-        ax.bar(x + i * width, norms[name], width, label=name, color=colours[i])
-        c = coeffs[name]
-        if c is not None:
-            ax.axhline(c, color=colours[i], ls="--", lw=1)
+    for i, (name, (values, coeff)) in enumerate(norms.items()):
+        ax.bar(x + i * width, values, width, label=name, color=f"C{i}")
+        if coeff is not None:
+            ax.axhline(coeff, color=f"C{i}", ls="--", lw=1)
     ax.axhline(1.0, color="k", lw=1)
     ax.set_xticks(x + 0.4 - width / 2)
     ax.set_xticklabels([f"conv {i + 1}" for i in range(n_layers)], fontsize=8)
@@ -200,155 +196,168 @@ def _figure(norms: dict[str, list[float]], coeffs: dict[str, float | None]) -> F
     return fig
 
 
+def _key(name: str) -> str:
+    """Metrics and checkpoint key of a model: ``c=0.9`` -> ``c09``."""
+    return name.replace("=", "").replace(".", "")
+
+
+def _measure(
+    model: ResidualClassifier,
+    name: str,
+    coeff: float | None,
+    sample: Tensor,
+    test: tuple[Tensor, Tensor],
+    norms: dict[str, tuple[list[float], float | None]],
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Exact norms (as trained and converged for a normalised model), certificate, accuracy.
+
+    Adds the norm series to ``norms``; returns the metrics, the report row and whether every
+    block is certified contractive.
+    """
+    key = _key(name)
+    metrics: dict[str, Any] = {}
+    if coeff is not None:
+        trained = [v for _, v in conv_norms(model, sample)]
+        norms[f"{name} as trained"] = (trained, None)
+        metrics[f"{key}_max_norm_as_trained"] = max(trained)
+        converge_spectral(model)
+    values = [v for _, v in conv_norms(model, sample)]
+    norms[name] = (values, coeff)
+    certs = lipschitz_certificate(model.body, sample)
+    with torch.no_grad():
+        accuracy = 1.0 - classification_error(model.logits, *test)
+    contractive = all(c.is_contractive for c in certs)
+    metrics.update(
+        {
+            f"{key}_test_accuracy": accuracy,
+            f"{key}_max_norm": max(values),
+            f"{key}_layers_above_one": int(sum(v > 1.0 for v in values)),
+            f"{key}_max_block_bound": max(c.bound for c in certs),
+        }
+    )
+    row = {
+        "model": name,
+        "test accuracy": accuracy,
+        "max sigma": max(values),
+        "min sigma": min(values),
+        "layers with sigma > 1": int(sum(v > 1.0 for v in values)),
+        "max block Lip bound": max(c.bound for c in certs),
+        "all blocks contractive": contractive,
+    }
+    return metrics, row, contractive
+
+
+def _violation(
+    study: StudyRun, model: ResidualClassifier, config: Config, sample: Tensor
+) -> dict[str, Any]:
+    """Plant an unconstrained layer in ``model``; whether the certificate flags it."""
+    bad, bad_name, bad_norm = _violating_copy(model, config.violating_bound, sample)
+    certs = lipschitz_certificate(bad.body, sample)
+    # Flagged = the certificate lists the layer above c and calls its block non-contractive.
+    listed = [
+        layer.lipschitz
+        for cert in certs
+        for layer in cert.layers
+        if f"{cert.block}.g.{layer.name}" == bad_name
+    ]
+    flagged = (
+        bool(listed)
+        and listed[0] > model.coeff * (1 + config.tolerance)  # type: ignore[operator]
+        and not all(c.is_contractive for c in certs)
+    )
+    study.table(
+        [{"block": c.block, "Lip bound": c.bound, "contractive": c.is_contractive} for c in certs],
+        title=f"Certificate of the violating model (plain convolution at {bad_name})",
+    )
+    return {
+        "violating_layer_flagged": flagged,
+        "violating_block_bound": max(c.bound for c in certs),
+        "violating_layer_norm": bad_norm,
+    }
+
+
+def _check_targets(study: StudyRun, config: Config, metrics: dict[str, Any]) -> None:
+    worst = metrics["max_norm_over_coeff"]
+    all_certified = metrics["normalised_all_certified"]
+    study.check(
+        "normalised_norms",
+        f"{worst:.6f}",
+        f"max sigma / c <= 1 + {config.tolerance:g} after convergence",
+        met=worst <= 1 + config.tolerance,
+    )
+    study.check(
+        "normalised_certified",
+        all_certified,
+        "lipschitz_certificate: every block contractive",
+        met=all_certified,
+    )
+    study.check(
+        "violating_layer_flagged",
+        metrics["violating_layer_flagged"],
+        f"an unconstrained conv (block bound {config.violating_bound}) is reported above c and "
+        "its block non-contractive",
+        met=metrics["violating_layer_flagged"],
+    )
+
+
 def run(
     config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Train, measure every convolution exactly, certify, and write the run directory."""
     if not config.coeffs or any(not 0 < c < 1 for c in config.coeffs):
         raise ConfigError(f"coeffs must be in (0, 1), got {config.coeffs}")
-    run_dir = begin_run(config, out_dir, argv, "iresnet-singular-values")
-    device = resolve_device(config.device)
-    x_train, y_train = load_images(
-        config.dataset, "train", data_dir=config.data_dir, limit=None, device=device
+    study = StudyRun(
+        "iresnet-singular-values",
+        config,
+        out_dir,
+        argv=argv,
+        title="iresnet-singular-values: exact operator norms (thesis figure 4.2)",
+        intro=(
+            f"A vanilla ResNet and i-ResNets with c in {list(config.coeffs)} "
+            f"({config.model.n_blocks} blocks, 3-1-3 convolutions) trained for "
+            f"{config.train.epochs} epoch(s) on {config.dataset}. Every convolution's largest "
+            "singular value is computed exactly on the input size it sees; the i-ResNets are "
+            "shown as trained and after converging their power iteration."
+        ),
     )
-    x_test, y_test = load_images(
-        config.dataset, "test", data_dir=config.data_dir, limit=config.n_test, device=device
+    train, test = load_train_test(
+        config.dataset,
+        n_train=None,
+        n_test=config.n_test,
+        seed=config.seed,
+        data_dir=config.data_dir,
+        device=study.device,
     )
-    sample = x_test[:1]
-    in_shape = tuple(x_train.shape[1:])
-    norms: dict[str, list[float]] = {}
-    coeff_of: dict[str, float | None] = {}
+    sample = test[0][:1]
+    norms: dict[str, tuple[list[float], float | None]] = {}
     rows: list[dict[str, Any]] = []
     metrics: dict[str, Any] = {"dataset": config.dataset}
-    worst_ratio = 0.0
+    ratios: list[float] = []
     all_certified = True
-    settings: list[tuple[str, float | None]] = [("vanilla", None)]
-    settings += [(f"c={c}", c) for c in config.coeffs]
-    last_normalised: ResidualClassifier | None = None
+    settings = [("vanilla", None), *[(f"c={c}", c) for c in config.coeffs]]
     for index, (name, coeff) in enumerate(settings):
-        torch.manual_seed(config.seed + index)
-        model = ResidualClassifier(
-            in_shape,  # type: ignore[arg-type]
-            n_blocks=config.n_blocks,
-            hidden=config.hidden,
-            coeff=coeff,
-        ).to(device)
-        train_classifier(
-            model,
-            x_train,
-            y_train,
-            steps=config.steps,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            seed=config.seed + index,
-            progress=config.progress,
-            description=f"training {name}",
+        study.seed(index)
+        recipe = replace(config.train, seed=config.seed + index, device=str(study.device))
+        model = trained_classifier(
+            train, recipe, coeff=coeff, progress=config.progress, **asdict(config.model)
         )
-        key = name.replace("=", "").replace(".", "")
-        if coeff is None:
-            values = [v for _, v in conv_norms(model, sample)]
-            norms[name] = values
-            coeff_of[name] = None
-            certs = lipschitz_certificate(model.body, sample)
-        else:
-            trained = [v for _, v in conv_norms(model, sample)]
-            norms[f"{name} as trained"] = trained
-            coeff_of[f"{name} as trained"] = None
-            converge_spectral(model)
-            values = [v for _, v in conv_norms(model, sample)]
-            norms[name] = values
-            coeff_of[name] = coeff
-            certs = lipschitz_certificate(model.body, sample)
-            ratio = max(values) / coeff
-            worst_ratio = max(worst_ratio, ratio)
-            all_certified &= all(c.is_contractive for c in certs)
-            metrics[f"{key}_max_norm_as_trained"] = max(trained)
-            last_normalised = model
-        save_checkpoint(run_dir.checkpoint_path(key), model=model)
-        acc = accuracy(model, x_test, y_test)
-        metrics[f"{key}_test_accuracy"] = acc
-        metrics[f"{key}_max_norm"] = max(values)
-        metrics[f"{key}_layers_above_one"] = int(sum(v > 1.0 for v in values))
-        metrics[f"{key}_max_block_bound"] = max(c.bound for c in certs)
-        rows.append(
-            {
-                "model": name,
-                "test accuracy": acc,
-                "max sigma": max(values),
-                "min sigma": min(values),
-                "layers with sigma > 1": int(sum(v > 1.0 for v in values)),
-                "max block Lip bound": max(c.bound for c in certs),
-                "all blocks contractive": all(c.is_contractive for c in certs),
-            }
-        )
-    assert last_normalised is not None
-    bad, bad_name, bad_norm = _violating_copy(last_normalised, config.violating_bound, sample)
-    bad_certs = lipschitz_certificate(bad.body, sample)
-    # Flagged = the certificate lists the layer above c and calls its block non-contractive.
-    listed = [
-        layer.lipschitz
-        for cert in bad_certs
-        for layer in cert.layers
-        if f"{cert.block}.g.{layer.name}" == bad_name
-    ]
-    violation_flagged = (
-        bool(listed)
-        and listed[0] > last_normalised.coeff * (1 + config.tolerance)  # type: ignore[operator]
-        and not all(c.is_contractive for c in bad_certs)
+        found, row, contractive = _measure(model, name, coeff, sample, test, norms)
+        save_checkpoint(study.checkpoint_path(_key(name)), model=model)
+        metrics.update(found)
+        rows.append(row)
+        if coeff is not None:
+            ratios.append(found[f"{_key(name)}_max_norm"] / coeff)
+            all_certified &= contractive
+    study.figure(
+        _figure(norms),
+        "singular_values",
+        "Exact largest singular value of every convolution of the residual branches, one bar "
+        "per model and layer (normalised models as trained and after converging the power "
+        "iteration); dashed: each converged model's c, solid: 1.",
     )
-    metrics.update(
-        {
-            "max_norm_over_coeff": worst_ratio,
-            "normalised_all_certified": all_certified,
-            "violating_layer_flagged": violation_flagged,
-            "violating_block_bound": max(c.bound for c in bad_certs),
-            "violating_layer_norm": bad_norm,
-        }
-    )
-    save_figure(_figure(norms, coeff_of), run_dir.figures / "singular_values.png")
-    targets = [
-        Target(
-            "normalised_norms",
-            f"{worst_ratio:.6f}",
-            f"max sigma / c <= 1 + {config.tolerance:g} after convergence",
-            worst_ratio <= 1 + config.tolerance,
-        ),
-        Target(
-            "normalised_certified",
-            all_certified,
-            "lipschitz_certificate: every block contractive",
-            all_certified,
-        ),
-        Target(
-            "violating_layer_flagged",
-            violation_flagged,
-            "an unconstrained conv (block bound "
-            f"{config.violating_bound}) is reported above c and its block non-contractive",
-            violation_flagged,
-        ),
-    ]
-    intro = (
-        f"A vanilla ResNet and i-ResNets with c in {list(config.coeffs)} ({config.n_blocks} "
-        f"blocks, 3-1-3 convolutions) trained for {config.steps} steps on {config.dataset}. "
-        "Every convolution's largest singular value is computed exactly on the input size it "
-        "sees; the i-ResNets are shown as trained and after converging their power iteration."
-    )
-    return finish_run(
-        run_dir,
-        config,
-        title="iresnet-singular-values: exact operator norms (thesis figure 4.2)",
-        intro=intro,
-        metrics=metrics,
-        targets=targets,
-        figures=[("singular_values.png", "Largest singular value of every convolution.")],
-        tables=[
-            ("Models", rows),
-            (
-                "Certificate of the violating model",
-                [
-                    {"block": c.block, "Lip bound": c.bound, "contractive": c.is_contractive}
-                    for c in bad_certs
-                ],
-            ),
-        ],
-    )
+    study.table(rows, title="Models")
+    metrics.update(_violation(study, model, config, sample))
+    worst = max(ratios)
+    metrics.update(max_norm_over_coeff=worst, normalised_all_certified=all_certified)
+    _check_targets(study, config, metrics)
+    return study.finish(metrics)

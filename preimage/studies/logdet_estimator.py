@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor, nn
 
 from preimage.errors import ConfigError
 from preimage.nn.iresblock import dense_branch
@@ -42,19 +44,15 @@ from preimage.nn.logdet import (
     series_truncation_bound,
 )
 from preimage.nn.spectral import SpectralLinear
-from preimage.report.plots import save_figure
-from preimage.studies._iresnet_common import Target, begin_run, finish_run
 from preimage.studies.base import StudyConfig
-from preimage.train import resolve_device
+from preimage.studies.kit import StudyRun
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "logdet_problem", "run"]
 
 
 @dataclass(frozen=True)
 class Config(StudyConfig):
     """Settings of the log-det estimator study (defaults: the ``cpu`` budget).
-
-    ``cpu``: about 20 seconds (measured).
 
     Attributes:
         dim: input dimension :math:`d` (at most 16, so the exact value is cheap).
@@ -90,34 +88,57 @@ class Config(StudyConfig):
     }
 
 
+def logdet_problem(
+    config: Config, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Tensor, torch.Generator]:
+    """The study's frozen float64 branch :math:`g`, its evaluation points and the generator
+    that then draws the estimators' probes (all determined by ``config.seed``).
+
+    Example:
+        >>> g, x, _ = logdet_problem(Config.for_budget("smoke"))
+        >>> tuple(x.shape), tuple(g(x).shape), x.dtype
+        ((4, 8), (4, 8), torch.float64)
+    """
+    torch.manual_seed(config.seed)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    g = dense_branch(config.dim, config.hidden, coeff=config.coeff, depth=config.depth)
+    g = g.to(device=device, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in g.modules():
+            if isinstance(layer, SpectralLinear):
+                # Inflated weights make every layer sit at its coefficient, so that
+                # ||J_g|| is close to the bound and the truncation bias is visible.
+                layer.weight.mul_(config.weight_scale)
+                layer.converge()
+    g.eval()
+    for p in g.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(config.n_points, config.dim, generator=gen, device=device, dtype=torch.float64)
+    return g, x, gen
+
+
 def _dense_jacobians(g: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(
         [torch.autograd.functional.jacobian(lambda v: g(v[None])[0], xi) for xi in x]
     )
 
 
-def _figure(
-    terms: np.ndarray,
-    bias: np.ndarray,
-    std: np.ndarray,
-    truncation: np.ndarray,
-    bound: np.ndarray,
-    roulette_mean: float,
-    roulette_se: float,
-) -> Figure:
+def _figure(series: dict[str, np.ndarray], roulette_bias: float, roulette_se: float) -> Figure:
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
-    left.semilogy(terms, np.abs(bias), "o-", label="|bias| of estimator mean")
-    left.semilogy(terms, np.abs(truncation), "s--", label="|truncation error| (dense)")
-    left.semilogy(terms, bound, "k:", label="theorem 5.8 bound")
-    left.semilogy(terms, std, "^-", label="std of one draw")
+    terms = series["terms"]
+    left.semilogy(terms, np.abs(series["bias"]), "o-", label="|bias| of estimator mean")
+    left.semilogy(terms, np.abs(series["truncation"]), "s--", label="|truncation error| (dense)")
+    left.semilogy(terms, series["bound"], "k:", label="theorem 5.8 bound")
+    left.semilogy(terms, series["std"], "^-", label="std of one draw")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("number of power-series terms n")
     left.set_ylabel("nats")
     left.set_title("truncated series: bias and spread")
     left.legend(fontsize=8)
     right.errorbar(
         [0],
-        [roulette_mean],
+        [roulette_bias],
         yerr=[3 * roulette_se],
         fmt="o",
         capsize=6,
@@ -131,6 +152,100 @@ def _figure(
     right.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _series(
+    g: nn.Module, x: Tensor, exact: float, config: Config, gen: torch.Generator
+) -> dict[str, np.ndarray]:
+    """Per number of terms: estimator bias and spread, dense truncation error, thm-5.8 bound."""
+    jac = _dense_jacobians(g, x)
+    lips = torch.linalg.matrix_norm(jac, ord=2)
+    powers = torch.eye(config.dim, dtype=x.dtype, device=x.device).expand_as(jac).clone()
+    partial = torch.zeros(config.n_points, dtype=x.dtype, device=x.device)
+    terms = np.arange(1, config.max_terms + 1)
+    out = {k: np.empty(len(terms)) for k in ("bias", "std", "truncation", "bound", "z")}
+    x_rep = x.repeat(config.series_draws, 1)
+    for i, n in enumerate(terms):
+        powers = powers @ jac
+        partial = partial + ((-1) ** (n + 1) / n) * torch.diagonal(powers, dim1=1, dim2=2).sum(1)
+        out["truncation"][i] = float(partial.mean()) - exact
+        out["bound"][i] = float(
+            np.mean([series_truncation_bound(float(li), config.dim, int(n)) for li in lips])
+        )
+        with torch.no_grad():
+            _, est = power_series_logdet(g, x_rep, n_terms=int(n), generator=gen)
+        draws = est.reshape(config.series_draws, config.n_points).mean(dim=1)
+        out["bias"][i] = float(draws.mean()) - exact
+        out["std"][i] = float(draws.std())
+        se = out["std"][i] / math.sqrt(config.series_draws)
+        out["z"][i] = abs(out["bias"][i] - out["truncation"][i]) / se
+    out["terms"] = terms
+    out["lip"] = np.asarray(float(lips.max()))
+    return out
+
+
+def _roulette(g: nn.Module, x: Tensor, config: Config, gen: torch.Generator) -> np.ndarray:
+    """Mean log-det over the points of each of ``roulette_draws`` independent draws."""
+    roulette = np.empty(config.roulette_draws)
+    with torch.no_grad():
+        for j in range(config.roulette_draws):
+            _, est = roulette_logdet(
+                g, x, p=config.roulette_p, n_exact_terms=config.n_exact_terms, generator=gen
+            )
+            roulette[j] = float(est.mean())
+    return roulette
+
+
+def _metrics(
+    config: Config, exact: float, series: dict[str, np.ndarray], roulette: np.ndarray
+) -> dict[str, Any]:
+    truncation, bound = series["truncation"], series["bound"]
+    violations = int(np.sum(np.abs(truncation) > bound * (1 + 1e-9) + 1e-12))
+    lip = float(series["lip"])
+    bias = float(roulette.mean()) - exact
+    se = float(roulette.std(ddof=1) / math.sqrt(config.roulette_draws))
+    return {
+        "dim": config.dim,
+        "exact_logdet": exact,
+        "max_jacobian_norm": lip,
+        "series_terms": int(series["terms"][-1]),
+        "series_bias_1_term": float(series["bias"][0]),
+        "series_bias_last": float(series["bias"][-1]),
+        "series_std_last": float(series["std"][-1]),
+        "truncation_error_1_term": float(truncation[0]),
+        "truncation_error_last": float(truncation[-1]),
+        "theorem58_bound_1_term": float(bound[0]),
+        "theorem58_bound_last": float(bound[-1]),
+        "theorem58_violations": violations,
+        "series_max_z_vs_truncation": float(series["z"].max()),
+        "roulette_draws": config.roulette_draws,
+        "roulette_bias": bias,
+        "roulette_standard_error": se,
+        "roulette_z_score": abs(bias) / se if se > 0 else math.inf,
+        "roulette_std": float(roulette.std(ddof=1)),
+        # Mean number of terms of the geometric truncation, for the cost comparison.
+        "roulette_mean_terms": config.n_exact_terms + 1 / config.roulette_p,
+        "roulette_finite_variance_condition": bool(lip**2 < 1 - config.roulette_p),
+    }
+
+
+def _check_targets(study: StudyRun, metrics: dict[str, Any]) -> None:
+    z_score, max_z = metrics["roulette_z_score"], metrics["series_max_z_vs_truncation"]
+    study.check(
+        "roulette_within_3se", round(z_score, 3), "|mean - exact| <= 3 SE", met=z_score <= 3
+    )
+    study.check(
+        "series_mean_matches_truncation",
+        round(max_z, 3),
+        "max over n of |mean - truncated series| / SE <= 4",
+        met=max_z <= 4.0,
+    )
+    study.check(
+        "theorem58_violations",
+        metrics["theorem58_violations"],
+        "= 0",
+        met=metrics["theorem58_violations"] == 0,
+    )
 
 
 def run(
@@ -151,131 +266,46 @@ def run(
         raise ConfigError(f"dim must be in [1, 16] for the exact reference, got {config.dim}")
     if config.max_terms < 1 or config.series_draws < 2 or config.roulette_draws < 2:
         raise ConfigError("need max_terms >= 1, series_draws >= 2 and roulette_draws >= 2")
-    run_dir = begin_run(config, out_dir, argv, "logdet-estimator")
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    g = dense_branch(config.dim, config.hidden, coeff=config.coeff, depth=config.depth)
-    g = g.to(device=device, dtype=torch.float64)
-    with torch.no_grad():
-        for layer in g.modules():
-            if isinstance(layer, SpectralLinear):
-                # Inflated weights make every layer sit at its coefficient, so that
-                # ||J_g|| is close to the bound and the truncation bias is visible.
-                layer.weight.mul_(config.weight_scale)
-                layer.converge()
-    g.eval()
-    for p in g.parameters():
-        p.requires_grad_(False)
-    x = torch.randn(config.n_points, config.dim, generator=gen, device=device, dtype=torch.float64)
-
+    study = StudyRun(
+        "logdet-estimator",
+        config,
+        out_dir,
+        argv=argv,
+        title="logdet-estimator: power series vs Russian roulette (thesis figure 5.3)",
+    )
+    g, x, gen = logdet_problem(config, study.device)
     with torch.no_grad():
         exact = float(exact_logdet(g, x)[1].mean())
-    jac = _dense_jacobians(g, x)
-    lips = torch.linalg.matrix_norm(jac, ord=2)
-    lip = float(lips.max())
-    powers = torch.eye(config.dim, dtype=torch.float64, device=device).expand_as(jac).clone()
-    partial = torch.zeros(config.n_points, dtype=torch.float64, device=device)
-
-    terms = np.arange(1, config.max_terms + 1)
-    bias, std, truncation, bound, hutchinson_z = (np.empty(len(terms)) for _ in range(5))
-    x_rep = x.repeat(config.series_draws, 1)
-    for i, n in enumerate(terms):
-        powers = powers @ jac
-        partial = partial + ((-1) ** (n + 1) / n) * torch.diagonal(powers, dim1=1, dim2=2).sum(1)
-        truncation[i] = float(partial.mean()) - exact
-        bound[i] = float(
-            np.mean([series_truncation_bound(float(li), config.dim, int(n)) for li in lips])
-        )
-        with torch.no_grad():
-            _, est = power_series_logdet(g, x_rep, n_terms=int(n), generator=gen)
-        draws = est.reshape(config.series_draws, config.n_points).mean(dim=1)
-        bias[i] = float(draws.mean()) - exact
-        std[i] = float(draws.std())
-        hutchinson_z[i] = abs(bias[i] - truncation[i]) / (std[i] / math.sqrt(config.series_draws))
-
-    roulette = np.empty(config.roulette_draws)
-    with torch.no_grad():
-        for j in range(config.roulette_draws):
-            _, est = roulette_logdet(
-                g, x, p=config.roulette_p, n_exact_terms=config.n_exact_terms, generator=gen
-            )
-            roulette[j] = float(est.mean())
-    # Mean number of terms of the geometric truncation, for the cost comparison.
-    lengths = config.n_exact_terms + 1 / config.roulette_p
-    roulette_mean = float(roulette.mean()) - exact
-    roulette_se = float(roulette.std(ddof=1) / math.sqrt(config.roulette_draws))
-    z_score = abs(roulette_mean) / roulette_se if roulette_se > 0 else math.inf
-
-    save_figure(
-        _figure(terms, bias, std, truncation, bound, roulette_mean, roulette_se),
-        run_dir.figures / "estimator_bias_std.png",
-    )
-    violations = int(np.sum(np.abs(truncation) > bound * (1 + 1e-9) + 1e-12))
-    n_last = int(terms[-1])
-    metrics: dict[str, Any] = {
-        "dim": config.dim,
-        "exact_logdet": exact,
-        "max_jacobian_norm": lip,
-        "series_terms": n_last,
-        "series_bias_1_term": float(bias[0]),
-        "series_bias_last": float(bias[-1]),
-        "series_std_last": float(std[-1]),
-        "truncation_error_1_term": float(truncation[0]),
-        "truncation_error_last": float(truncation[-1]),
-        "theorem58_bound_1_term": float(bound[0]),
-        "theorem58_bound_last": float(bound[-1]),
-        "theorem58_violations": violations,
-        "series_max_z_vs_truncation": float(hutchinson_z.max()),
-        "roulette_draws": config.roulette_draws,
-        "roulette_bias": roulette_mean,
-        "roulette_standard_error": roulette_se,
-        "roulette_z_score": z_score,
-        "roulette_std": float(roulette.std(ddof=1)),
-        "roulette_mean_terms": lengths,
-        "roulette_finite_variance_condition": bool(lip**2 < 1 - config.roulette_p),
-    }
-    targets = [
-        Target("roulette_within_3se", round(z_score, 3), "|mean - exact| <= 3 SE", z_score <= 3),
-        Target(
-            "series_mean_matches_truncation",
-            round(float(hutchinson_z.max()), 3),
-            "max over n of |mean - truncated series| / SE <= 4",
-            float(hutchinson_z.max()) <= 4.0,
-        ),
-        Target("theorem58_violations", violations, "= 0", violations == 0),
-    ]
-    table = [
-        {
-            "terms": int(n),
-            "bias": float(b),
-            "std": float(s),
-            "truncation (dense)": float(t),
-            "thm 5.8 bound": float(bd),
-        }
-        for n, b, s, t, bd in zip(terms, bias, std, truncation, bound, strict=True)
-    ]
-    intro = (
+    series = _series(g, x, exact, config, gen)
+    roulette = _roulette(g, x, config, gen)
+    metrics = _metrics(config, exact, series, roulette)
+    study.text(
         f"Residual block x + g(x) in d = {config.dim} with a dense branch of depth "
         f"{config.depth} (spectral coefficient {config.coeff}); largest exact "
-        f"||J_g(x)||_2 = {lip:.4f} over {config.n_points} points; exact mean log-det "
-        f"{exact:.6f} nats. Truncated series: {config.series_draws} Gaussian-probe draws per "
-        f"number of terms. Roulette: {config.roulette_draws} draws with p = {config.roulette_p} "
-        f"and {config.n_exact_terms} always-computed terms."
+        f"||J_g(x)||_2 = {metrics['max_jacobian_norm']:.4f} over {config.n_points} points; "
+        f"exact mean log-det {exact:.6f} nats. Truncated series: {config.series_draws} "
+        f"Gaussian-probe draws per number of terms. Roulette: {config.roulette_draws} draws "
+        f"with p = {config.roulette_p} and {config.n_exact_terms} always-computed terms."
     )
-    return finish_run(
-        run_dir,
-        config,
-        title="logdet-estimator: power series vs Russian roulette (thesis figure 5.3)",
-        intro=intro,
-        metrics=metrics,
-        targets=targets,
-        figures=[
-            (
-                "estimator_bias_std.png",
-                "Left: bias and per-draw standard deviation of the truncated series vs number "
-                "of terms, with the theorem 5.8 bound. Right: roulette mean minus exact, ±3 SE.",
-            )
+    study.figure(
+        _figure(series, metrics["roulette_bias"], metrics["roulette_standard_error"]),
+        "estimator_bias_std",
+        "Left: |bias| of the truncated series' mean over the probe draws, |truncation error| "
+        "from the dense Jacobian, the theorem 5.8 bound and the standard deviation of one draw, "
+        "vs number of terms. Right: roulette mean minus exact, with ±3 standard errors.",
+    )
+    keys = {
+        "bias": "bias",
+        "std": "std",
+        "truncation": "truncation (dense)",
+        "bound": "thm 5.8 bound",
+    }
+    study.table(
+        [
+            {"terms": int(n), **{label: float(series[k][i]) for k, label in keys.items()}}
+            for i, n in enumerate(series["terms"])
         ],
-        tables=[("Power series per number of terms", table)],
+        title="Power series per number of terms",
     )
+    _check_targets(study, metrics)
+    return study.finish(metrics)

@@ -10,7 +10,9 @@ densities of :mod:`preimage.data.toy2d`:
 * a coupling flow (the Glow / Real NVP family of the thesis' comparison): affine couplings with
   MLP sub-networks, alternating which coordinate is transformed.
 
-The figure shows the data, each model's density as a heat map and samples
+Both are trained with :class:`~preimage.train.Trainer` (its ``loss_fn`` hook takes the negative
+log-likelihood) on ``steps`` batches of fresh samples, one pass. The figure shows the data, each
+model's density as a heat map and samples
 :math:`x = F^{-1}(z)`, :math:`z \sim \mathcal N(0, I)` (the i-ResNet inverted by fixed-point
 iteration); the metrics are the test negative log-likelihoods in nats.
 
@@ -28,28 +30,27 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
 from preimage.data.toy2d import TOY2D, sample_toy2d
 from preimage.errors import ConfigError
 from preimage.nn.base import InvertibleModule, InvertibleSequential
 from preimage.nn.coupling import AffineCoupling
 from preimage.nn.iresblock import IResBlock, dense_branch
-from preimage.report.plots import save_figure
-from preimage.studies._iresnet_common import Target, begin_run, converge_spectral, finish_run
-from preimage.studies._iresnet_common import train_steps as _train_steps
 from preimage.studies.base import StudyConfig
-from preimage.train import resolve_device
+from preimage.studies.kit import StudyRun
+from preimage.studies.residual_parts import adam_recipe, converge_spectral
+from preimage.train import TrainConfig, Trainer
 from preimage.train.checkpoint import save_checkpoint
 
-__all__ = ["Config", "coupling_flow", "iresnet_flow", "log_density", "run"]
+__all__ = ["Config", "coupling_flow", "iresnet_flow", "log_density", "nll_loss", "run"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -58,18 +59,16 @@ _LOG_2PI = math.log(2.0 * math.pi)
 class Config(StudyConfig):
     """Settings of the toy-density study (defaults: the ``cpu`` budget).
 
-    ``cpu`` estimate: 3 datasets x 2000 steps of the i-ResNet (~0.045 s/step measured on one
-    loaded core) and of the coupling flow (~0.01 s/step), about 6 minutes.
-
     Attributes:
         datasets: names from :data:`preimage.data.toy2d.TOY2D`.
         n_blocks: residual blocks of the i-ResNet.
         hidden: width of the i-ResNet branches and of the coupling sub-networks.
         coeff: spectral coefficient of the i-ResNet layers.
         n_couplings: affine couplings of the coupling flow.
-        steps: training steps per model and dataset.
-        batch_size: training batch size.
-        lr: Adam learning rate.
+        steps: training batches; the training set is ``steps x train.batch_size`` fresh
+            samples, so one epoch sees every sample once.
+        train: training of every model (:class:`~preimage.train.TrainConfig`: Adam, constant
+            learning rate, no augmentation; its ``seed`` and ``device`` follow the study's).
         n_test: test points for the negative log-likelihood.
         n_samples: samples drawn from each model for the figure.
         grid: resolution of the density heat maps.
@@ -82,8 +81,9 @@ class Config(StudyConfig):
     coeff: float = 0.9
     n_couplings: int = 8
     steps: int = 2000
-    batch_size: int = 256
-    lr: float = 2e-3
+    train: TrainConfig = field(
+        default_factory=lambda: adam_recipe(epochs=1, batch_size=256, lr=2e-3)
+    )
     n_test: int = 5000
     n_samples: int = 2000
     grid: int = 80
@@ -96,7 +96,7 @@ class Config(StudyConfig):
             "hidden": 32,
             "n_couplings": 4,
             "steps": 60,
-            "batch_size": 128,
+            "train.batch_size": 128,
             "n_test": 500,
             "n_samples": 300,
             "grid": 30,
@@ -108,7 +108,7 @@ class Config(StudyConfig):
             "hidden": 128,
             "n_couplings": 32,
             "steps": 50_000,
-            "batch_size": 500,
+            "train.batch_size": 500,
             "n_test": 50_000,
         },
     }
@@ -193,6 +193,48 @@ def _figure(
     return fig
 
 
+def nll_loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Trainer objective: mean negative log-likelihood of ``x`` in nats (labels unused).
+
+    Example:
+        >>> loss, logs = nll_loss(coupling_flow(2, 8), torch.zeros(3, 2), torch.zeros(3))
+        >>> round(float(loss.detach()), 4) == round(math.log(2 * math.pi), 4), sorted(logs)
+        (True, ['nll'])
+    """
+    nll = -log_density(model, x).mean()  # type: ignore[arg-type]
+    return nll, {"nll": float(nll.detach())}
+
+
+def _models(config: Config) -> dict[str, Callable[[], InvertibleSequential]]:
+    """Model name -> builder, in the order of the figure's columns."""
+    return {
+        "i-ResNet": lambda: iresnet_flow(config.n_blocks, config.hidden, config.coeff),
+        "coupling": lambda: coupling_flow(config.n_couplings, config.hidden),
+    }
+
+
+def _fit(
+    study: StudyRun,
+    config: Config,
+    flow: InvertibleSequential,
+    train: Tensor,
+    test: Tensor,
+    seed: int,
+) -> dict[str, Any]:
+    """Train ``flow`` by maximum likelihood; its NLLs before and after (nats)."""
+    initial = float(-_batched_log_density(flow.eval(), test).mean())
+    recipe = replace(config.train, seed=seed, device=str(study.device))
+    labels = torch.zeros(train.shape[0], dtype=torch.long, device=train.device)
+    trainer = Trainer(
+        flow, (train, labels), None, recipe, loss_fn=nll_loss, progress=config.progress
+    )
+    final = trainer.fit()
+    converge_spectral(flow)
+    flow.eval()
+    nll = float(-_batched_log_density(flow, test).mean())
+    return {"test_nll": nll, "initial_nll": initial, "train_nll": float(final["train_loss"])}
+
+
 def run(
     config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -200,99 +242,87 @@ def run(
     unknown = [d for d in config.datasets if d not in TOY2D]
     if unknown or not config.datasets:
         raise ConfigError(f"unknown toy datasets {unknown}; choose from {', '.join(TOY2D)}")
-    run_dir = begin_run(config, out_dir, argv, "toy-density")
-    device = resolve_device(config.device)
+    study = StudyRun(
+        "toy-density",
+        config,
+        out_dir,
+        argv=argv,
+        title="toy-density: i-ResNet vs coupling flow in 2-D (thesis figure 5.2)",
+        intro=(
+            f"i-ResNet ({config.n_blocks} blocks, width {config.hidden}, c = {config.coeff}, "
+            f"exact log-det) vs coupling flow ({config.n_couplings} affine couplings, width "
+            f"{config.hidden}), {config.steps} Adam steps of {config.train.batch_size} fresh "
+            f"samples on {', '.join(config.datasets)}. Test NLL in nats on {config.n_test} "
+            "held-out points (lower is better)."
+        ),
+    )
+    device = study.device
     axis = torch.linspace(-config.extent, config.extent, config.grid, device=device)
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")
     grid_points = torch.stack([gx.flatten(), gy.flatten()], dim=1)
     cell = (2 * config.extent / (config.grid - 1)) ** 2
-
     metrics: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     panels = []
-    improved = True
     for d_index, dataset in enumerate(config.datasets):
         seed = config.seed + 1000 * d_index
-        train = sample_toy2d(dataset, config.steps * config.batch_size, seed=seed, device=device)
+        n_train = config.steps * config.train.batch_size
+        train = sample_toy2d(dataset, n_train, seed=seed, device=device)
         test = sample_toy2d(dataset, config.n_test, seed=seed + 1, device=device)
         densities: dict[str, np.ndarray] = {}
         samples: dict[str, np.ndarray] = {}
-        for name, build in (
-            ("i-ResNet", lambda: iresnet_flow(config.n_blocks, config.hidden, config.coeff)),
-            ("coupling", lambda: coupling_flow(config.n_couplings, config.hidden)),
-        ):
+        for name, build in _models(config).items():
             torch.manual_seed(seed)
             flow = build().to(device)
-            initial_nll = float(-_batched_log_density(flow.eval(), test).mean())
-            flow.train()
-
-            def loss(step: int, flow: InvertibleModule = flow, train: Tensor = train) -> Tensor:
-                batch = train[step * config.batch_size : (step + 1) * config.batch_size]
-                return -log_density(flow, batch).mean()
-
-            history = _train_steps(
-                flow.parameters(),
-                loss,
-                config.steps,
-                lr=config.lr,
-                progress=config.progress,
-                description=f"{dataset}: {name}",
-            )
-            converge_spectral(flow)
-            flow.eval()
-            nll = float(-_batched_log_density(flow, test).mean())
+            found = _fit(study, config, flow, train, test, seed)
             density = _batched_log_density(flow, grid_points).exp()
-            mass = float(density.sum()) * cell
+            found["grid_mass"] = float(density.sum()) * cell
+            z = torch.randn(config.n_samples, 2, generator=torch.Generator().manual_seed(seed))
             with torch.no_grad():
-                z = torch.randn(
-                    config.n_samples, 2, generator=torch.Generator().manual_seed(seed)
-                ).to(device)
-                drawn = flow.inverse(z)
+                samples[name] = flow.inverse(z.to(device)).cpu().numpy()
             densities[name] = density.reshape(config.grid, config.grid).cpu().numpy()
-            samples[name] = drawn.cpu().numpy()
             key = f"{dataset}_{'iresnet' if name == 'i-ResNet' else 'coupling'}"
-            save_checkpoint(run_dir.checkpoint_path(key), model=flow)
-            metrics[f"{key}_test_nll"] = nll
-            metrics[f"{key}_initial_nll"] = initial_nll
-            metrics[f"{key}_grid_mass"] = mass
-            improved &= nll < initial_nll
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "model": name,
-                    "test NLL (nats)": nll,
-                    "NLL at init": initial_nll,
-                    "final train loss": history[-1],
-                    "density mass on plotted square": mass,
-                }
+            save_checkpoint(study.checkpoint_path(key), model=flow)
+            metrics.update(
+                {f"{key}_{k}": found[k] for k in ("test_nll", "initial_nll", "grid_mass")}
             )
+            rows.append(_row(dataset, name, found))
         panels.append((dataset, test[: config.n_samples].cpu().numpy(), densities, samples))
-    save_figure(_figure(panels, config.extent), run_dir.figures / "densities.png")
+    _report(study, config, panels, rows, metrics)
+    return study.finish(metrics)
+
+
+def _row(dataset: str, name: str, found: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "model": name,
+        "test NLL (nats)": found["test_nll"],
+        "NLL at init": found["initial_nll"],
+        "mean train NLL (nats)": found["train_nll"],
+        "density mass on plotted square": found["grid_mass"],
+    }
+
+
+def _report(
+    study: StudyRun,
+    config: Config,
+    panels: list[tuple[str, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]],
+    rows: list[dict[str, Any]],
+    metrics: dict[str, Any],
+) -> None:
+    """Figure, table and targets (NLL below its initial value, all NLLs finite)."""
+    study.figure(
+        _figure(panels, config.extent),
+        "densities",
+        f"One row per dataset: {min(config.n_samples, config.n_test)} test points, then for "
+        f"each model its density on [-{config.extent:g}, {config.extent:g}]^2 as a heat map and "
+        f"{config.n_samples} samples F^-1(z), z ~ N(0, I).",
+    )
+    study.table(rows, title="Test negative log-likelihood")
+    improved = all(r["test NLL (nats)"] < r["NLL at init"] for r in rows)
     finite = all(math.isfinite(v) for k, v in metrics.items() if k.endswith("_test_nll"))
     metrics["all_finite"] = finite
-    targets = [
-        Target("nll_improves", improved, "test NLL below its value at initialisation", improved),
-        Target("finite", finite, "all test NLLs finite", finite),
-    ]
-    intro = (
-        f"i-ResNet ({config.n_blocks} blocks, width {config.hidden}, c = {config.coeff}, exact "
-        f"log-det) vs coupling flow ({config.n_couplings} affine couplings, width "
-        f"{config.hidden}), {config.steps} Adam steps of {config.batch_size} fresh samples on "
-        f"{', '.join(config.datasets)}. Test NLL in nats on {config.n_test} held-out points "
-        "(lower is better)."
+    study.check(
+        "nll_improves", improved, "test NLL below its value at initialisation", met=improved
     )
-    return finish_run(
-        run_dir,
-        config,
-        title="toy-density: i-ResNet vs coupling flow in 2-D (thesis figure 5.2)",
-        intro=intro,
-        metrics=metrics,
-        targets=targets,
-        figures=[
-            (
-                "densities.png",
-                "Per dataset: data, then each model's density (heat map) and samples.",
-            )
-        ],
-        tables=[("Test negative log-likelihood", rows)],
-    )
+    study.check("finite", finite, "all test NLLs finite", met=finite)

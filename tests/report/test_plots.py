@@ -311,3 +311,17 @@ def test_image_grid_takes_float64_tensors_with_grad() -> None:
     shown = _shown(fig)
     for j in range(2):
         np.testing.assert_allclose(_cell(fig, shown, 0, j), x[j, 0].detach().numpy(), rtol=1e-6)
+
+
+def test_training_curves_omit_a_constant_learning_rate_and_tick_whole_epochs() -> None:
+    history = [{"epoch": e, "train_loss": 1.0 / e, "lr": 0.003} for e in (1, 2, 3)]
+    fig = training_curves(history)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss"]
+    ticks = fig.axes[0].xaxis.get_major_locator()()
+    assert all(float(t).is_integer() for t in ticks)
+    single = training_curves(history[:1]).axes[0]
+    assert list(single.get_xticks()) == [1.0]
+    many = training_curves([{"epoch": e, "train_loss": 1.0} for e in range(1, 41)]).axes[0]
+    assert all(float(t).is_integer() for t in many.xaxis.get_major_locator()())
+    decayed = training_curves([dict(h, lr=0.1 * 0.2**i) for i, h in enumerate(history)])
+    assert [ax.get_ylabel() for ax in decayed.axes] == ["loss", "learning rate"]
