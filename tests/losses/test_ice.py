@@ -261,13 +261,28 @@ def test_trainer_hook_runs_max_step_only_in_training() -> None:
     )
 
 
+def test_max_steps_fit_the_prior_to_z_n() -> None:
+    # z_n ~ N(3, 2^2) per entry: the inner steps move beta towards 3 and gamma towards log 2,
+    # and the prior's likelihood of z_n rises (the MLE term of definition 5 needs a fitted prior).
+    _, ice = _setup(lr_nuisance=5e-2)
+    gen = torch.Generator().manual_seed(1)
+    z = 3.0 + 2.0 * torch.randn(256, NUISANCE, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, CLASSES, (256,), generator=gen)
+    ice.double()
+    before = float(ice.prior_nll(z).mean().detach())
+    for _ in range(200):
+        ice.max_step(z, y)
+    assert float(ice.prior_nll(z).mean().detach()) < before - 0.5 * NUISANCE
+    assert torch.allclose(ice.beta.detach(), torch.full((NUISANCE,), 3.0, dtype=torch.float64),
+                          atol=0.6)  # fmt: skip
+    assert float(ice.gamma.detach().mean()) > 0.3
+
+
 def test_firevnet_as_the_trained_model() -> None:
-    models = pytest.importorskip("preimage.models")
-    firevnet = getattr(models, "FiRevNet", None)
-    if firevnet is None:
-        pytest.skip("preimage.models.FiRevNet is not available")
+    from preimage.models import FiRevNet
+
     torch.manual_seed(0)
-    model = firevnet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=8)
+    model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=8)
     ice = IndependenceCrossEntropy(model, 10, 54, nuisance_hidden=16)
     loss, _ = ice(model, torch.rand(8, 1, 8, 8), torch.arange(8))
     loss.backward()

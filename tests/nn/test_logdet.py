@@ -462,10 +462,15 @@ def test_iresblock_passes_n_probes_and_probe() -> None:
     def spread(**kw: object) -> float:
         torch.manual_seed(0)
         with torch.no_grad():
-            return float(IResBlock(g, logdet="series", n_terms=4, **kw)(x)[1].var())
+            options = {"logdet": "series", "n_terms": 4, **kw}
+            return float(IResBlock(g, **options)(x)[1].var())  # type: ignore[arg-type]
 
-    # Hutchinson's variance falls as 1/n_probes; Rademacher probes of a diagonal map are exact.
+    # Hutchinson's variance falls as 1/n_probes, in the series and in the roulette path (p = 1:
+    # a fixed number of terms, so the probes are the only randomness); Rademacher probes of a
+    # diagonal map are exact.
     assert spread(n_probes=1) > 8 * spread(n_probes=16)
+    fixed = {"logdet": "roulette", "roulette_p": 1.0}
+    assert spread(n_probes=1, **fixed) > 8 * spread(n_probes=16, **fixed)
     diagonal = IResBlock(_diagonal_branch(), logdet="series", n_terms=4, probe="rademacher")
     gaussian = IResBlock(_diagonal_branch(), logdet="series", n_terms=4, probe="gaussian")
     z = torch.zeros(64, len(_DIAG), dtype=torch.float64)
