@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import os
 import struct
 import threading
 import time
@@ -163,10 +162,6 @@ def mirror_server() -> Iterator[MirrorServer]:
 
 
 @pytest.fixture
-def real_mnist_dir() -> Path:
+def real_mnist_dir(mnist_root: Path) -> Path:
     """The official files: ``$PREIMAGE_DATA/mnist`` or the shared copy next to the repo."""
-    repo = Path(__file__).resolve().parents[2]
-    folder = Path(os.environ.get("PREIMAGE_DATA", repo.parent / "shared" / "data")) / "mnist"
-    if not (folder / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"official MNIST files not found in {folder}")
-    return folder
+    return mnist_root / "mnist"

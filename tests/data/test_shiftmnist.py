@@ -270,9 +270,8 @@ def test_load_wires_the_mnist_splits(monkeypatch: pytest.MonkeyPatch) -> None:
         load_shiftmnist("colour", "train")  # type: ignore[arg-type]
 
 
-def test_on_real_mnist(data_root: Path) -> None:
-    if not (data_root / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"MNIST not found in {data_root}")
+def test_on_real_mnist(mnist_root: Path) -> None:
+    data_root = mnist_root
     vanilla, labels = load_mnist(data_root, split="test")
     adv = load_shiftmnist("binary", "adv", data_dir=data_root)
     test = load_shiftmnist("binary", "test", data_dir=data_root)

@@ -3,14 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from preimage.studies.iresnet_mnist_classify import Config, run
 
 
-def test_smoke_run(tmp_path: Path, data_root: Path) -> None:
-    if not (data_root / "mnist").is_dir():
-        pytest.skip("MNIST is not available")
+def test_smoke_run(tmp_path: Path, mnist_root: Path) -> None:
+    data_root = mnist_root
     config = Config.for_budget("smoke", progress=False, data_dir=str(data_root))
     metrics = run(config, tmp_path)
     for name in ("config.json", "metrics.json", "report.html", "checkpoints/last.safetensors"):

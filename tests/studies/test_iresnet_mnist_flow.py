@@ -30,9 +30,8 @@ def test_bits_loss_matches_change_of_variables() -> None:
     assert logs["bits_per_dim"] == pytest.approx(float(expected), abs=1e-9)
 
 
-def test_smoke_run(tmp_path: Path, data_root: Path) -> None:
-    if not (data_root / "mnist").is_dir():
-        pytest.skip("MNIST is not available")
+def test_smoke_run(tmp_path: Path, mnist_root: Path) -> None:
+    data_root = mnist_root
     config = Config.for_budget("smoke", progress=False, data_dir=str(data_root))
     metrics = run(config, tmp_path)
     for name in ("config.json", "metrics.json", "report.html", "checkpoints/last.safetensors"):
