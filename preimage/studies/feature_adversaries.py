@@ -148,6 +148,7 @@ def run(
     config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""
+    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
     study = StudyRun(
         "feature-adversaries", config, out_dir, argv=argv,
         title="Feature adversaries vs analytic metamers (appendix B)",
@@ -160,7 +161,6 @@ def run(
     study.seed()
     device = study.device
     train, test = cim.load_mnist(config)
-    recipe = cim.study_recipe(config, config.train)
     revnet = cim.obtain_firevnet(
         study, "ce", "ce", train, test, model=config.model, recipe=recipe,
         model_dir=config.model_dir, progress=config.progress,

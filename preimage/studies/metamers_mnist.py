@@ -189,6 +189,7 @@ def run(
     config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""
+    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
     study = StudyRun(
         "metamers-mnist", config, out_dir, argv=argv,
         title="Metameric sampling on MNIST: CE vs iCE",
@@ -216,7 +217,6 @@ def run(
     grid_sem = x_test[_one_per_class(test[1], config.grid_size, 0).to(device)]
     grid_nui = x_test[_one_per_class(test[1], config.grid_size, 5).to(device)]
     arrays: dict[str, np.ndarray] = {}
-    recipe = cim.study_recipe(config, config.train)
     for o, trained in cim.objective_models(study, config, (train, test), recipe):
         judged = _judge(o, trained.model, oracle, pairs)
         arrays.update(judged.pop("arrays"))

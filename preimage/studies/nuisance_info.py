@@ -73,6 +73,7 @@ def run(
     config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""
+    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
     m = config.model
     study = StudyRun(
         "nuisance-info", config, out_dir, argv=argv,
@@ -89,7 +90,6 @@ def run(
     train_eval = subset(train, config.n_train_error, config.seed + 2)
     metrics: dict[str, Any] = {"n_train": int(train[0].shape[0]), "n_test": int(test[0].shape[0])}
     rows = []
-    recipe = cim.study_recipe(config, config.train)
     for o, trained in cim.objective_models(study, config, (train, test), recipe):
         readout = train_nuisance_classifier(
             trained.model, train, test, hidden=config.ice.nuisance_hidden, depth=3,

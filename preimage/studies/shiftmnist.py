@@ -162,6 +162,7 @@ def run(
     config: ShiftConfig, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Train the three models on the config's variant and measure D_train / D_adv errors."""
+    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
     variant = config.VARIANT
     feature, removal = _PLANTED[variant]
     study = StudyRun(
@@ -180,7 +181,6 @@ def run(
         fig, "examples", "The same test digits in held-out D_train (top row) and in D_adv "
         f"(bottom row), where the planted feature {removal}.",
     )  # fmt: skip
-    recipe = cim.study_recipe(config, config.train)
     prefix = f"shift_{variant}_"
     trained = {"cnn": cim.obtain_plain_classifier(
         study, f"{prefix}cnn", train, test, recipe=recipe, width=config.cnn_width,

@@ -209,10 +209,13 @@ def _fit_misaligned(config: Config) -> MisalignedSpheresClassifier:
 
 
 def _train_models(
-    study: StudyRun, config: Config, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]
+    study: StudyRun,
+    config: Config,
+    recipe: TrainConfig,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
 ) -> tuple[dict[str, FiRevNet], dict[str, Any]]:
     """CE and iCE fi-RevNets (same initial seed and batches), their accuracies and curves."""
-    recipe = cim.study_recipe(config, config.train)
     models: dict[str, FiRevNet] = {}
     metrics: dict[str, Any] = {}
     for o in cim.OBJECTIVES:
@@ -274,7 +277,8 @@ def _planes(
             fig,
             name,
             f"{title}: p(outer) over the plane through the origin spanned by the two points; "
-            f"dashed: the spheres' circles of radius {config.r1} and {config.r2}.",
+            "solid: the decision boundary p(outer) = 0.5; dashed: the spheres' circles of radius "
+            f"{config.r1} and {config.r2}.",
         )
 
 
@@ -339,6 +343,7 @@ def run(
     config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Run the spheres study into ``out_dir`` and return its metrics."""
+    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
     study = StudyRun(
         "spheres", config, out_dir, argv=argv,
         title="Excessive invariance on Adversarial Spheres",
@@ -355,7 +360,7 @@ def run(
     sample = {"d": config.dim, "r1": config.r1, "r2": config.r2}
     train = sample_spheres(config.n_train, **sample, seed=2 * config.seed)
     test = sample_spheres(config.n_test, **sample, seed=2 * config.seed + 1)
-    models, metrics = _train_models(study, config, train, test)
+    models, metrics = _train_models(study, config, recipe, train, test)
     inner, outer = test[0][test[1] == 0], test[0][test[1] == 1]
     n_met = min(config.n_metamers, inner.shape[0], outer.shape[0])
     x_sem, x_nui = inner[:n_met].to(device), outer[:n_met].to(device)
