@@ -24,13 +24,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from preimage.errors import ConfigError
 from preimage.models.firevnet import FiRevNetConfig
 from preimage.train.config import TrainConfig
 
 __all__ = ["DATASET_PRESETS", "model_preset", "train_preset"]
+
+C = TypeVar("C", FiRevNetConfig, TrainConfig)
 
 DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # CPU-sized fi-RevNet; the paper's MNIST network (3 stages x 16 blocks x 128 filters) is
@@ -69,11 +71,14 @@ DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 Explicit options win."""
 
 
-def _preset(dataset: str, part: str) -> dict[str, Any]:
+def _preset(dataset: str, part: str, cls: type[C], changes: dict[str, Any]) -> C:
     if dataset not in DATASET_PRESETS:
         known = ", ".join(sorted(DATASET_PRESETS))
         raise ConfigError(f"no preset for dataset {dataset!r}; presets exist for {known}")
-    return dict(DATASET_PRESETS[dataset][part])
+    try:
+        return replace(cls(**DATASET_PRESETS[dataset][part]), **changes)
+    except TypeError as err:
+        raise ConfigError(f"{part} preset of {dataset!r}: {err}") from None
 
 
 def model_preset(dataset: str, **changes: Any) -> FiRevNetConfig:
@@ -82,10 +87,7 @@ def model_preset(dataset: str, **changes: Any) -> FiRevNetConfig:
     Raises:
         ConfigError: ``dataset`` has no preset, or a change is not a FiRevNet option.
     """
-    try:
-        return replace(FiRevNetConfig(**_preset(dataset, "model")), **changes)
-    except TypeError as err:
-        raise ConfigError(f"model_preset: {err}") from None
+    return _preset(dataset, "model", FiRevNetConfig, changes)
 
 
 def train_preset(dataset: str, **changes: Any) -> TrainConfig:
@@ -94,7 +96,4 @@ def train_preset(dataset: str, **changes: Any) -> TrainConfig:
     Raises:
         ConfigError: ``dataset`` has no preset, or a change is not a TrainConfig field.
     """
-    try:
-        return replace(TrainConfig(**_preset(dataset, "train")), **changes)
-    except TypeError as err:
-        raise ConfigError(f"train_preset: {err}") from None
+    return _preset(dataset, "train", TrainConfig, changes)
