@@ -30,25 +30,29 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from preimage.analysis.invariance import train_nuisance_classifier
+from preimage.data import load_train_test, subset
+from preimage.losses import IceConfig
 from preimage.runs import RunDir
-from preimage.studies import _invariance_common as common
+from preimage.studies import ce_ice_models as cim
+from preimage.studies.nuisance_info import Config
 
 CLASSES = 10
 NUISANCE_DIM = 28 * 28 - CLASSES
 
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "ce": None,
-    "mle-only": {"ice_adversary": "nce", "ice_nce_weight": 0.0},
-    "nce": {"ice_adversary": "nce", "ice_nce_weight": 1.0},
-    "nce-dim": {"ice_adversary": "nce", "ice_nce_weight": 1.0 / NUISANCE_DIM},
-    "nce-ms5": {"ice_adversary": "nce", "ice_nce_weight": 1.0, "ice_max_steps": 5},
-    "uniform-0.01": {"ice_adversary": "uniform", "ice_nce_weight": 0.01},
-    "uniform-0.1-ms5": {"ice_adversary": "uniform", "ice_nce_weight": 0.1, "ice_max_steps": 5},
+    "mle-only": {"adversary": "nce", "nce_weight": 0.0},
+    "nce": {"adversary": "nce", "nce_weight": 1.0},
+    "nce-dim": {"adversary": "nce", "nce_weight": 1.0 / NUISANCE_DIM},
+    "nce-ms5": {"adversary": "nce", "nce_weight": 1.0, "max_steps": 5},
+    "uniform-0.01": {"adversary": "uniform", "nce_weight": 0.01},
+    "uniform-0.1-ms5": {"adversary": "uniform", "nce_weight": 0.1, "max_steps": 5},
 }
 
 
@@ -62,26 +66,28 @@ def run_variant(
 ) -> dict[str, Any]:
     """Train one objective as the studies do, then the post-hoc nuisance classifier."""
     options = VARIANTS[name]
+    study = Config(device="cpu")  # the cpu budget's network, recipe and iCE defaults
+    recipe = replace(cim.study_recipe(study, study.train), epochs=epochs)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        trained = common.obtain_firevnet(
+        trained = cim.obtain_firevnet(
             RunDir(tmp),
             name,
             "ce" if options is None else "ice",
             train,
             test,
-            model_options=common.firevnet_options(3, 2, 32),
-            config=common.train_config(epochs, seed=0, device="cpu", lr_step=4),
-            **(options or {}),
+            model=study.model,
+            recipe=recipe,
+            ice=replace(IceConfig(), **(options or {})),
         )
     train_s = time.perf_counter() - start
     model = trained.model
     readout = train_nuisance_classifier(
-        model, common.subset(train, 20_000, 1), test, epochs=readout_epochs
+        model, subset(train, 20_000, 1), test, epochs=readout_epochs
     )
     return {
         "variant": name,
-        "logit_test_error": common.error_on(model.logits, test, torch.device("cpu")),
+        "logit_test_error": cim.error_on(model.logits, test, torch.device("cpu")),
         "nuisance_test_error": readout.test_error,
         "nuisance_train_error": readout.train_error,
         "train_s": train_s,
@@ -96,7 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train, test = common.load_mnist_subset(None, None, None, 0)
+    train, test = load_train_test("mnist", n_train=None, n_test=None, seed=0)
     print(f"{'variant':<16} {'logit err %':>11} {'nuisance err %':>14} {'train s':>8}")
     for name in args.variant or list(VARIANTS):
         row = run_variant(name, train, test, epochs=args.epochs, readout_epochs=args.readout_epochs)

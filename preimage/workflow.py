@@ -39,6 +39,7 @@ from preimage.errors import CheckpointError, ConfigError, DataError
 from preimage.models import build_model
 from preimage.nn.base import InvertibleModule
 from preimage.nn.classifier import BijectiveClassifier
+from preimage.presets import DATASET_PRESETS
 from preimage.report import Report, plots
 from preimage.runs import RunDir
 from preimage.train import TrainConfig, Trainer, load_checkpoint, resolve_device
@@ -61,41 +62,6 @@ CHECKPOINT_NAME = CHECKPOINT_FILE
 RESUMABLE: tuple[str, ...] = ("epochs", "device")
 """The settings ``--resume`` may change; every other one belongs to the stored run."""
 
-DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # CPU-sized fi-RevNet; the paper's MNIST network (3 stages x 16 blocks x 128 filters) is
-    # available with --model-option blocks_per_stage=16 --model-option hidden=128.
-    "mnist": {"model": {"stages": 3, "blocks_per_stage": 2, "hidden": 32}, "train": {}},
-    "digits": {
-        "model": {
-            "stages": 2,
-            "blocks_per_stage": 3,
-            "hidden": 32,
-            "readout": "dct",
-            "split": False,
-        },
-        "train": {"max_shift": 1, "batch_size": 32},
-    },
-    # Appendix D.1: fully connected, 4 additive blocks, no batch norm, Adam with lr 1e-4.
-    "spheres": {
-        "model": {
-            "stages": 1,
-            "blocks_per_stage": 4,
-            "hidden": 256,
-            "coupling": "additive",
-            "batch_norm": False,
-        },
-        "train": {
-            "optimizer": "adam",
-            "lr": 1e-4,
-            "weight_decay": 0.0,
-            "max_shift": 0,
-            "dequantize": False,
-        },
-    },
-}
-"""Per-dataset defaults: ``model`` options of a fi-RevNet and training settings of any model.
-
-Explicit options win."""
 
 
 def _model_options(model: str, dataset: str, options: Mapping[str, Any] | None) -> dict[str, Any]:

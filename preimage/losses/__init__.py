@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from preimage.losses.ice import IndependenceCrossEntropy, gaussian_nll
+from preimage.losses.ice import IceConfig, IndependenceCrossEntropy, gaussian_nll
 from preimage.losses.nuisance import NuisanceClassifier
 
-__all__ = ["IndependenceCrossEntropy", "NuisanceClassifier", "gaussian_nll"]
+__all__ = ["IceConfig", "IndependenceCrossEntropy", "NuisanceClassifier", "gaussian_nll"]

@@ -65,14 +65,13 @@ Deviations from the papers, and why:
   :math:`z_n`) is where the Bayes-optimal nuisance classifier sees no label information, the
   same fixed point as the paper's game; unlike :math:`-L_{nCE}` it does not reward making
   :math:`z_n` *confidently wrong*, which still leaks the label. This is the "confusion" loss of
-  domain-adversarial training (Tzeng et al., 2015); the max step is unchanged. Measured so far
-  (BENCHMARKS.md): at ``nce_weight=1`` it kept the MNIST fi-RevNet's logits from learning
-  (80-84% test error after 3 epochs); on spheres (affine couplings) its gradient did not
-  vanish (the in-loop classifier's accuracy fell every epoch, to 74.7% after 10) but the
-  invariance success stayed at 100%, where -L_nCE gave 98.65%; so the paper's form stays the
-  default. A 3-epoch ablation of weights and inner steps
-  (``bench/ice_ablation.py``, figures in BENCHMARKS.md) found no setting of the small ``cpu``
-  network that removes much label information from :math:`z_n` without costing logit accuracy.
+  domain-adversarial training (Tzeng et al., 2015); the max step is unchanged. What it
+  did in the studies (figures in BENCHMARKS.md, "Core-paper studies"): at ``nce_weight=1`` it
+  kept the MNIST fi-RevNet's logits from learning; on spheres its gradient did not vanish, yet
+  the invariance success stayed above that of -L_nCE; so the paper's form stays the default.
+  A short ablation of weights and inner steps (``bench/ice_ablation.py``) found no setting of
+  the small ``cpu`` network that removes much label information from :math:`z_n` without
+  costing logit accuracy.
 - :math:`\beta, \gamma` are learned in the inner step on detached :math:`z_n` (block-coordinate
   descent on the same MLE objective) rather than jointly with :math:`\theta` by the trainer's
   optimiser, so the trainer only needs the network's parameters.
@@ -87,7 +86,8 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,7 @@ from torch import Tensor, nn
 from preimage.errors import ConfigError, ShapeError
 from preimage.losses.nuisance import NuisanceClassifier
 
-__all__ = ["ADVERSARIES", "IndependenceCrossEntropy", "gaussian_nll"]
+__all__ = ["ADVERSARIES", "IceConfig", "IndependenceCrossEntropy", "gaussian_nll"]
 
 ADVERSARIES: tuple[str, ...] = ("nce", "uniform")
 """Forms of the network's nuisance term: the paper's :math:`-L_{nCE}` or the confusion loss."""
@@ -143,6 +143,45 @@ def _non_negative(name: str, value: Any) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class IceConfig:
+    r"""The keyword arguments of :class:`IndependenceCrossEntropy` as one config value.
+
+    A study holds it as ``ice: IceConfig`` (options ``-o ice.nce_weight=0.05``) and builds the
+    loss with :meth:`IndependenceCrossEntropy.from_config`; the fields, their meaning and their
+    defaults are those of the loss's constructor.
+
+    Attributes:
+        nuisance_hidden: hidden units of the nuisance classifier (paper: 512; spheres 1000).
+        nuisance_depth: linear layers of the nuisance classifier (paper: 3).
+        lr_nuisance: Adam learning rate of the nuisance classifier.
+        lr_prior: Adam learning rate of :math:`\beta, \gamma` (``None``: ``lr_nuisance``).
+        max_steps: inner steps per call (paper: alternating, i.e. 1).
+        normalize_by_dim: multiply the max-step cross-entropy by :math:`1/(d-C)`.
+        nce_weight: weight of :math:`-L_{nCE}` in the min objective.
+        mle_weight: weight of the per-dimension MLE term in the min objective.
+        adversary: ``"nce"`` (the paper's :math:`-L_{nCE}`) or ``"uniform"``.
+
+    Example:
+        >>> IceConfig(nce_weight=0.05).kwargs()["nce_weight"]
+        0.05
+    """
+
+    nuisance_hidden: int = 512
+    nuisance_depth: int = 3
+    lr_nuisance: float = 1e-3
+    lr_prior: float | None = None
+    max_steps: int = 1
+    normalize_by_dim: bool = True
+    nce_weight: float = 1.0
+    mle_weight: float = 1.0
+    adversary: Literal["nce", "uniform"] = "nce"
+
+    def kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments of :class:`IndependenceCrossEntropy`."""
+        return asdict(self)
 
 
 class IndependenceCrossEntropy(nn.Module):
@@ -241,6 +280,23 @@ class IndependenceCrossEntropy(nn.Module):
                 {"params": [self.beta, self.gamma], "lr": lr_prior},
             ]
         )
+
+    @classmethod
+    def from_config(
+        cls, model: nn.Module, num_classes: int, nuisance_dim: int, config: IceConfig
+    ) -> IndependenceCrossEntropy:
+        """The loss for ``model`` with the settings of ``config``.
+
+        Example:
+            >>> from preimage.models import FiRevNet
+            >>> model = FiRevNet((1, 8, 8), 10, stages=2, blocks_per_stage=1, hidden=8)
+            >>> ice = IndependenceCrossEntropy.from_config(model, 10, 54, IceConfig(max_steps=2))
+            >>> ice.max_steps, ice.adversary
+            (2, 'nce')
+        """
+        if not isinstance(config, IceConfig):
+            raise ConfigError(f"config must be an IceConfig, got {type(config).__name__}")
+        return cls(model, num_classes, nuisance_dim, **config.kwargs())
 
     @property
     def total_dim(self) -> int:

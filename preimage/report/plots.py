@@ -44,6 +44,7 @@ from preimage.errors import ConfigError, ShapeError
 from preimage.runs import atomic_write_bytes
 
 __all__ = [
+    "clamped_share",
     "decision_plane",
     "figure_to_png",
     "grouped_bars",
@@ -132,6 +133,23 @@ def save_figure(
     return path
 
 
+def clamped_share(x: ArrayLike, vmin: float = 0.0, vmax: float = 1.0) -> float:
+    r"""Share of the values of ``x`` outside ``[vmin, vmax]``: what a display clamps.
+
+    Image figures clamp values to their display range; a caption should say how much that
+    hides (a metamer :math:`F^{-1}(z_s(a), z_n(b))` can leave the data range).
+
+    Example:
+        >>> clamped_share(torch.tensor([-0.5, 0.2, 0.9, 1.5]))
+        0.5
+    """
+    _check_range(vmin, vmax)
+    values = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
+    if values.size == 0:
+        raise ShapeError("clamped_share needs at least one value")
+    return float(((values < vmin) | (values > vmax)).mean())
+
+
 def _scalar(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -164,11 +182,12 @@ def training_curves(
 
     Keys are grouped by name: those containing ``loss`` go to the loss panel, those containing
     ``acc`` or ``err`` to the accuracy panel, ``lr`` / ``learning_rate`` (or ``*_lr``) to a
-    log-scale learning-rate panel, unless the rate is constant (a flat line says nothing the
-    caption cannot); other keys are not drawn. Whole-number x values (epochs) get integer
-    ticks. Records may lack keys and values may be ``None`` or NaN: each curve shows the epochs
-    where it has a finite value. The x value is ``record[x_key]`` when present, otherwise the
-    1-based position in ``history``.
+    log-scale learning-rate panel; other keys are not drawn. Records may lack keys and values may
+    be ``None`` or NaN: each curve shows the epochs where it has a finite value. The x value is
+    ``record[x_key]`` when present, otherwise the 1-based position in ``history``; whole-number
+    x values (epochs) get integer ticks. A curve that is constant over two or more points (a
+    fixed learning rate) is not drawn; its value is named under the title instead, and a panel
+    left without curves is dropped.
 
     Args:
         history: one mapping per epoch, e.g. ``{"epoch": 1, "train_loss": .3, "test_acc": .9}``.
@@ -183,6 +202,10 @@ def training_curves(
         ...         {"train_loss": 0.5, "train_acc": 0.8, "lr": 0.01}]
         >>> [ax.get_ylabel() for ax in training_curves(hist).axes]
         ['loss', 'accuracy', 'learning rate']
+        >>> fixed = [{"epoch": 1, "loss": 1.0, "lr": 0.1}, {"epoch": 2, "loss": 0.5, "lr": 0.1}]
+        >>> fig = training_curves(fixed)
+        >>> [ax.get_ylabel() for ax in fig.axes], fig.get_suptitle()
+        (['loss'], 'constant: lr = 0.1')
     """
     series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for index, record in enumerate(history):
@@ -199,10 +222,18 @@ def training_curves(
             xs.append(x)
             ys.append(value)
 
-    rates = series.get("lr", {})
-    for name in [n for n, (_, ys) in rates.items() if len(set(ys)) <= 1]:
-        del rates[name]
-    panels = [p for p in ("loss", "accuracy", "lr") if series.get(p)]
+    constants: list[str] = []
+    for panel in list(series):
+        for name, (_, ys) in list(series[panel].items()):
+            if len(ys) >= 2 and max(ys) - min(ys) <= 1e-12 * max(1.0, abs(ys[0])):
+                constants.append(f"{name} = {ys[0]:.4g}")
+                del series[panel][name]
+        if not series[panel]:
+            del series[panel]
+    integer_x = all(
+        float(x).is_integer() for curves in series.values() for xs, _ in curves.values() for x in xs
+    )
+    panels = [p for p in ("loss", "accuracy", "lr") if p in series]
     fig = _new_figure(_PANEL_WIDTH * max(1, len(panels)), _PANEL_HEIGHT)
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     if not panels:
@@ -220,6 +251,8 @@ def training_curves(
             ax.plot(xs, ys, marker=marker, markersize=3, label=name)
         ax.set_xlabel(x_key)
         ax.set_ylabel(ylabels[panel])
+        if integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if panel == "lr":
             ax.set_yscale("log", nonpositive="mask")
         epochs = sorted({x for xs, _ in series[panel].values() for x in xs})
@@ -230,8 +263,11 @@ def training_curves(
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
+    heading = [title] if title else []
+    if constants:
+        heading.append("constant: " + ", ".join(constants))
+    if heading:
+        fig.suptitle("\n".join(heading), fontsize=10)
     return fig
 
 

@@ -1,16 +1,17 @@
 """Experiments of the papers, one module each, behind ``preimage run STUDY --budget ...``.
 
 Each study module defines ``Config`` (a :class:`~preimage.studies.base.StudyConfig`) and
-``run(config, out_dir, *, argv=None) -> metrics``.
+``run(config, out_dir, *, argv=None) -> metrics``. A module that serves several studies (variants
+of one experiment) holds one object with ``Config`` and ``run`` per variant, registered as
+``"module:Variant"``.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 from preimage.errors import ConfigError
-from preimage.studies.base import BUDGETS, Budget, StudyConfig
+from preimage.studies.base import BUDGETS, Budget, Study, StudyConfig
 
 __all__ = ["BUDGETS", "STUDIES", "Budget", "StudyConfig", "get_study"]
 
@@ -19,8 +20,8 @@ STUDIES: dict[str, str] = {
     "spheres": "preimage.studies.spheres",
     "metamers-mnist": "preimage.studies.metamers_mnist",
     "nuisance-info": "preimage.studies.nuisance_info",
-    "shiftmnist-binary": "preimage.studies.shiftmnist_binary",
-    "shiftmnist-texture": "preimage.studies.shiftmnist_texture",
+    "shiftmnist-binary": "preimage.studies.shiftmnist:Binary",
+    "shiftmnist-texture": "preimage.studies.shiftmnist:Texture",
     "feature-adversaries": "preimage.studies.feature_adversaries",
     # Invertible residual networks (thesis chapters 4-5).
     "iresnet-reconstruction": "preimage.studies.iresnet_reconstruction",
@@ -30,14 +31,25 @@ STUDIES: dict[str, str] = {
     "iresnet-mnist-classify": "preimage.studies.iresnet_mnist_classify",
     "iresnet-mnist-flow": "preimage.studies.iresnet_mnist_flow",
 }
-"""Study name -> module path; modules are imported on demand (their imports are heavy)."""
+"""Study name -> module path (``"module:Variant"`` for one variant of a module); modules are
+imported on demand (their imports are heavy)."""
 
 
-def get_study(name: str) -> ModuleType:
-    """The module of study ``name``; unknown names raise :class:`ConfigError`."""
+def get_study(name: str) -> Study:
+    """The module (or variant object) of study ``name``, with ``Config`` and ``run``.
+
+    Raises:
+        ConfigError: an unknown name.
+
+    Example:
+        >>> get_study("shiftmnist-texture").Config.VARIANT
+        'texture'
+    """
     try:
         path = STUDIES[name]
     except KeyError:
         known = ", ".join(sorted(STUDIES)) or "none yet"
         raise ConfigError(f"unknown study {name!r}; known studies: {known}") from None
-    return importlib.import_module(path)
+    module_path, _, variant = path.partition(":")
+    module = importlib.import_module(module_path)
+    return getattr(module, variant) if variant else module  # type: ignore[return-value]

@@ -311,3 +311,24 @@ def test_rejects_bad_configuration_and_inputs() -> None:
         ice(toy, x, y.double())
     with pytest.raises(ShapeError):
         ice(toy, x, y[:-1])
+
+
+def test_ice_config_mirrors_the_constructor_and_builds_the_loss() -> None:
+    import dataclasses
+    import inspect
+
+    from preimage.losses import IceConfig
+
+    params = {
+        name: p.default
+        for name, p in inspect.signature(IndependenceCrossEntropy.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    fields = {f.name: f.default for f in dataclasses.fields(IceConfig)}
+    assert fields == params
+    toy = AffineInvertibleClassifier((DIM,), CLASSES, seed=3)
+    config = IceConfig(nuisance_hidden=8, max_steps=2, nce_weight=0.25, adversary="uniform")
+    ice = IndependenceCrossEntropy.from_config(toy, CLASSES, NUISANCE, config)
+    assert (ice.max_steps, ice.nce_weight, ice.adversary) == (2, 0.25, "uniform")
+    with pytest.raises(ConfigError):
+        IndependenceCrossEntropy.from_config(toy, CLASSES, NUISANCE, {"max_steps": 2})  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from preimage.errors import ConfigError, ShapeError
 from preimage.report.plots import (
+    clamped_share,
     decision_plane,
     figure_to_png,
     grouped_bars,
@@ -321,7 +322,35 @@ def test_training_curves_omit_a_constant_learning_rate_and_tick_whole_epochs() -
     assert all(float(t).is_integer() for t in ticks)
     single = training_curves(history[:1]).axes[0]
     assert list(single.get_xticks()) == [1.0]
-    many = training_curves([{"epoch": e, "train_loss": 1.0} for e in range(1, 41)]).axes[0]
+    many = training_curves([{"epoch": e, "train_loss": 1.0 / e} for e in range(1, 41)]).axes[0]
     assert all(float(t).is_integer() for t in many.xaxis.get_major_locator()())
     decayed = training_curves([dict(h, lr=0.1 * 0.2**i) for i, h in enumerate(history)])
     assert [ax.get_ylabel() for ax in decayed.axes] == ["loss", "learning rate"]
+def test_training_curves_integer_epoch_ticks_and_constant_curves_named_not_drawn() -> None:
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "train_acc": 1.0, "lr": 1e-3} for e in range(1, 8)
+    ]
+    fig = training_curves(history, title="run")
+    # The constant accuracy and learning rate are named under the title, not drawn.
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss"]
+    assert fig.get_suptitle() == "run\nconstant: train_acc = 1, lr = 0.001"
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 7]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    # A changing learning rate keeps its panel; fractional x values keep default ticks.
+    stepped = [{"step": 0.5 * i, "loss": float(i), "lr": 0.1 / (i + 1)} for i in range(4)]
+    fig = training_curves(stepped, x_key="step")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "learning rate"]
+    assert fig.get_suptitle() == ""
+
+
+def test_clamped_share_counts_values_outside_the_display_range() -> None:
+    x = torch.tensor([[-2.0, 0.0, 0.5], [1.0, 1.5, 0.25]])
+    assert clamped_share(x) == pytest.approx(2 / 6)
+    assert clamped_share(x, vmin=-3.0, vmax=2.0) == 0.0
+    assert clamped_share(np.array([0.5, 3.0])) == 0.5
+    with pytest.raises(ShapeError):
+        clamped_share(torch.empty(0))
+    with pytest.raises(ConfigError):
+        clamped_share(x, vmin=1.0, vmax=0.0)

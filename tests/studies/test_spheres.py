@@ -9,8 +9,9 @@ import numpy as np
 from preimage.studies import spheres
 
 
-def test_spheres_smoke_writes_the_run_directory(tmp_path) -> None:
-    metrics = spheres.run(spheres.Config.for_budget("smoke", progress=False), tmp_path)
+def test_spheres_smoke_writes_the_run_directory(tmp_path, ice_trained_ice) -> None:
+    config = spheres.Config.for_budget("smoke", progress=False)
+    metrics = spheres.run(config, tmp_path)
     for name in ("config.json", "metrics.json", "report.html", "misaligned_curves.npz"):
         assert (tmp_path / name).is_file(), name
     for fig in (
@@ -30,8 +31,17 @@ def test_spheres_smoke_writes_the_run_directory(tmp_path) -> None:
         json.loads((tmp_path / "metrics.json").read_text())["ce_holdout_accuracy"]
         == (metrics["ce_holdout_accuracy"])
     )
-    for key in ("ce_metamer_invariance_success", "ice_metamer_invariance_success"):
-        assert 0.0 <= metrics[key] <= 1.0
+    # Metamers F^-1(z_s(inner), z_n(outer)) keep the model's decision on their inner source
+    # exactly, and take the outer radius from z_n: the CE model calls them inner, the radius
+    # oracle outer (figure 4), and the post-hoc classifier on z_n reads the radius.
+    for o in ("ce", "ice"):
+        assert metrics[f"{o}_metamer_decision_kept"] == 1.0
+    assert metrics["ce_metamer_invariance_success"] >= 0.9
+    assert metrics["ce_metamer_mean_norm"] > (config.r1 + config.r2) / 2
+    assert metrics["ce_nuisance_holdout_accuracy"] >= 0.95
+    assert metrics["ce_nuisance_accuracy_on_metamers"] >= 0.95
+    ice_trained_ice(tmp_path / "checkpoints" / "ce.safetensors",
+                    tmp_path / "checkpoints" / "ice.safetensors")  # fmt: skip
     # The analytic attacks are exact: the mis-aligned classifier is clean-perfect, every attack
     # succeeds, and the inner sphere needs a larger budget than the outer one (figure 6.3).
     assert metrics["misaligned_clean_accuracy"] >= 0.99
