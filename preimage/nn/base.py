@@ -12,10 +12,13 @@ References:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
-from preimage.errors import ShapeError
+from preimage.errors import ConfigError, ShapeError
+from preimage.nn.memory_saving import Grads, leaf_blocker, memory_saving_forward, recompute_leaf
 
 __all__ = [
     "InvertibleModule",
@@ -60,6 +63,28 @@ class InvertibleModule(nn.Module):
         """Shape of one output sample for an input sample of shape ``in_shape``."""
         return tuple(in_shape)
 
+    exact_inverse: ClassVar[bool] = False
+    """Whether :meth:`inverse` undoes :meth:`forward` to float precision, deterministically.
+
+    Memory-saving backpropagation (:mod:`preimage.nn.memory_saving`) recomputes a block's input
+    from its output only for blocks that set this; it is off by default so that a new block is
+    never recomputed by accident."""
+
+    def recompute_blocker(self) -> str | None:
+        """Why memory-saving backpropagation cannot recompute this block's input, or ``None``."""
+        return leaf_blocker(self)
+
+    def backward_from_output(
+        self, y: Tensor, grad_y: Tensor, grad_logdet: Tensor, grads: Grads
+    ) -> tuple[Tensor, Tensor]:
+        """Input and input gradient of this block from its output and the output gradients.
+
+        Used by memory-saving backpropagation: recomputes ``x = inverse(y)``, re-runs the forward
+        pass on it and adds the parameter gradients to ``grads``. Composite blocks override it to
+        walk their children instead of recomputing themselves as a whole.
+        """
+        return recompute_leaf(self, y, grad_y, grad_logdet, grads)
+
     @staticmethod
     def _zero_logdet(x: Tensor) -> Tensor:
         return x.new_zeros(x.shape[0])
@@ -70,6 +95,11 @@ class InvertibleSequential(InvertibleModule):
 
     Args:
         *modules: the blocks, applied left to right. A single iterable is accepted too.
+        memory_saving: backpropagate without storing activations: training stores only the
+            output, and the backward pass recomputes every block's input from its output
+            (:mod:`preimage.nn.memory_saving`; the RevNet idea with exact log-det gradients).
+            Every block must have an exact inverse (:attr:`InvertibleModule.exact_inverse`);
+            otherwise a :class:`~preimage.errors.ConfigError` names the first that has not.
 
     Example:
         >>> import torch
@@ -83,7 +113,11 @@ class InvertibleSequential(InvertibleModule):
         True
     """
 
-    def __init__(self, *modules: InvertibleModule | Iterable[InvertibleModule]) -> None:
+    def __init__(
+        self,
+        *modules: InvertibleModule | Iterable[InvertibleModule],
+        memory_saving: bool = False,
+    ) -> None:
         super().__init__()
         if len(modules) == 1 and not isinstance(modules[0], nn.Module):
             modules = tuple(modules[0])
@@ -93,6 +127,11 @@ class InvertibleSequential(InvertibleModule):
                     f"InvertibleSequential takes InvertibleModule instances, got {type(m).__name__}"
                 )
         self.layers = nn.ModuleList(modules)
+        self.memory_saving = bool(memory_saving)
+        if self.memory_saving:
+            reason = self.recompute_blocker()
+            if reason is not None:
+                raise ConfigError(f"memory_saving=True is not possible: {reason}")
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -104,11 +143,31 @@ class InvertibleSequential(InvertibleModule):
         return iter(self.layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.memory_saving and torch.is_grad_enabled():
+            return memory_saving_forward(self, x)
+        return self.forward_stored(x)
+
+    def forward_stored(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The forward pass with ordinary autograd (activations stored for the backward pass)."""
         logdet = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, ld = layer(x)
             logdet = logdet + ld
         return x, logdet
+
+    def recompute_blocker(self) -> str | None:
+        for layer in self.layers:
+            reason = layer.recompute_blocker()  # type: ignore[operator]
+            if reason is not None:
+                return reason
+        return None
+
+    def backward_from_output(
+        self, y: Tensor, grad_y: Tensor, grad_logdet: Tensor, grads: Grads
+    ) -> tuple[Tensor, Tensor]:
+        for layer in reversed(self.layers):
+            y, grad_y = layer.backward_from_output(y, grad_y, grad_logdet, grads)  # type: ignore[operator]
+        return y, grad_y
 
     def inverse(self, y: Tensor) -> Tensor:
         for layer in reversed(self.layers):

@@ -108,6 +108,7 @@ class _Coupling(InvertibleModule):
     """Shared split / merge logic; subclasses define how ``x_b`` is transformed."""
 
     out_factor = 1
+    exact_inverse = True
 
     def __init__(
         self,
