@@ -7,8 +7,9 @@ per configuration:
 
 - ``saved MB``: the peak bytes autograd held for the backward pass (``SavedTensorMeter``:
   deterministic, parameters excluded);
-- ``peak RSS MB``: the process's peak resident memory during the timed steps minus its resident
-  memory before them (``/proc/self/clear_refs`` resets the high-water mark; Linux only);
+- ``peak RSS MB``: the process's peak resident memory during the steps minus its resident memory
+  before them (``/proc/self/clear_refs`` resets the high-water mark; Linux only); it includes
+  Adam's state and the gradients, which do not depend on the mode;
 - ``s/step``: the median wall time of forward + backward + optimiser step.
 
     python bench/memory_saving.py [--hidden 64] [--batch-size 64] [--steps 5] [--threads 1]
@@ -64,10 +65,12 @@ def measure(blocks: int, memory_saving: bool, hidden: int, batch: int, steps: in
         loss.backward()
         opt.step()
 
-    with SavedTensorMeter(exclude=model.parameters()) as meter:
-        step()  # also ActNorm's data-dependent initialisation and Adam's state
+    # The first step counts too: the allocator keeps what it freed, so later steps reuse it and
+    # only the first one raises the resident high-water mark.
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
+    with SavedTensorMeter(exclude=model.parameters()) as meter:
+        step()  # also ActNorm's data-dependent initialisation and Adam's state
     times = []
     for _ in range(steps):
         start = time.perf_counter()

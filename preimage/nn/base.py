@@ -85,6 +85,32 @@ class InvertibleModule(nn.Module):
         """
         return recompute_leaf(self, y, grad_y, grad_logdet, grads)
 
+    def fusion_key(self) -> object | None:
+        """Blocks with equal keys that follow each other in a chain run as one group.
+
+        :class:`InvertibleSequential` hands such a run to the first block's
+        :meth:`forward_fused` / :meth:`inverse_fused` (couplings pass the two halves on instead
+        of concatenating and splitting them between layers). ``None``: never fused. Module hooks
+        of the fused blocks do not fire.
+        """
+        return None
+
+    def forward_fused(
+        self, run: Sequence[InvertibleModule], x: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """``run`` (which starts with this block) applied to ``x``; log-det ``None`` means zero."""
+        logdet = None
+        for layer in run:
+            x, ld = layer(x)
+            logdet = ld if logdet is None else logdet + ld
+        return x, logdet
+
+    def inverse_fused(self, run: Sequence[InvertibleModule], y: Tensor) -> Tensor:
+        """Inverse of :meth:`forward_fused`."""
+        for layer in reversed(run):
+            y = layer.inverse(y)  # type: ignore[operator]
+        return y
+
     @staticmethod
     def _zero_logdet(x: Tensor) -> Tensor:
         return x.new_zeros(x.shape[0])
@@ -150,9 +176,13 @@ class InvertibleSequential(InvertibleModule):
     def forward_stored(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The forward pass with ordinary autograd (activations stored for the backward pass)."""
         logdet = x.new_zeros(x.shape[0])
-        for layer in self.layers:
-            x, ld = layer(x)
-            logdet = logdet + ld
+        for run in _runs(self.layers):
+            if len(run) == 1:
+                x, ld = run[0](x)
+            else:
+                x, ld = run[0].forward_fused(run, x)
+            if ld is not None:
+                logdet = logdet + ld
         return x, logdet
 
     def recompute_blocker(self) -> str | None:
@@ -170,8 +200,8 @@ class InvertibleSequential(InvertibleModule):
         return y, grad_y
 
     def inverse(self, y: Tensor) -> Tensor:
-        for layer in reversed(self.layers):
-            y = layer.inverse(y)  # type: ignore[operator]
+        for run in reversed(_runs(self.layers)):
+            y = run[0].inverse(y) if len(run) == 1 else run[0].inverse_fused(run, y)  # type: ignore[operator]
         return y
 
     def output_shape(self, in_shape: Shape) -> Shape:
@@ -179,6 +209,20 @@ class InvertibleSequential(InvertibleModule):
         for layer in self.layers:
             shape = layer.output_shape(shape)  # type: ignore[operator]
         return shape
+
+
+def _runs(layers: Iterable[nn.Module]) -> list[list[InvertibleModule]]:
+    """Consecutive layers grouped by equal, non-``None`` :meth:`InvertibleModule.fusion_key`."""
+    runs: list[list[InvertibleModule]] = []
+    last = None
+    for layer in layers:
+        key = layer.fusion_key()  # type: ignore[operator]
+        if key is not None and key == last:
+            runs[-1].append(layer)  # type: ignore[arg-type]
+        else:
+            runs.append([layer])  # type: ignore[list-item]
+        last = key
+    return runs
 
 
 def check_shape(x: Tensor, ndim: Sequence[int], who: str) -> None:
