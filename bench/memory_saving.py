@@ -10,9 +10,10 @@ per configuration:
 - ``peak RSS MB``: the process's peak resident memory during the steps minus its resident memory
   before them (``/proc/self/clear_refs`` resets the high-water mark; Linux only); it includes
   Adam's state and the gradients, which do not depend on the mode;
-- ``s/step``: the median wall time of forward + backward + optimiser step.
+- ``s/step``: the median wall time of forward + backward + optimiser step, the two modes taking
+  turns step by step in one process (so that a change in machine load lands on both).
 
-    python bench/memory_saving.py [--hidden 64] [--batch-size 64] [--steps 5] [--threads 1]
+    python bench/memory_saving.py [--hidden 64] [--batch-size 64] [--rounds 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,8 +44,9 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(blocks: int, memory_saving: bool, hidden: int, batch: int, steps: int) -> dict:
-    """One configuration, in this process: saved bytes, peak RSS increase, seconds per step."""
+def _model_and_step(
+    blocks: int, memory_saving: bool, hidden: int, batch: int
+) -> tuple[torch.nn.Module, Callable[[], None]]:
     torch.manual_seed(0)
     model = FiRevNet(
         (1, 28, 28),
@@ -65,51 +68,63 @@ def measure(blocks: int, memory_saving: bool, hidden: int, batch: int, steps: in
         loss.backward()
         opt.step()
 
-    # The first step counts too: the allocator keeps what it freed, so later steps reuse it and
-    # only the first one raises the resident high-water mark.
+    return model, step
+
+
+def measure_memory(blocks: int, memory_saving: bool, hidden: int, batch: int) -> dict:
+    """One configuration, in this process: saved bytes and peak RSS increase of two steps."""
+    model, step = _model_and_step(blocks, memory_saving, hidden, batch)
+    # The first step counts: the allocator keeps what it freed, so later steps reuse it and only
+    # the first one raises the resident high-water mark.
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
     with SavedTensorMeter(exclude=model.parameters()) as meter:
         step()  # also ActNorm's data-dependent initialisation and Adam's state
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+    step()
+    return {"saved_mb": meter.peak / 2**20, "rss_mb": (_status_kib("VmHWM") - before) / 1024}
+
+
+def measure_time(blocks: int, hidden: int, batch: int, rounds: int) -> tuple[float, float]:
+    """Median seconds per step, ordinary and memory-saving, taking turns step by step."""
+    steps = [_model_and_step(blocks, ms, hidden, batch)[1] for ms in (False, True)]
+    times: list[list[float]] = [[], []]
+    for step in steps:
         step()
-        times.append(time.perf_counter() - start)
-    return {
-        "saved_mb": meter.peak / 2**20,
-        "rss_mb": (_status_kib("VmHWM") - before) / 1024,
-        "s_per_step": statistics.median(times),
-    }
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            start = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="timed steps per mode")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # "blocks,mode": run one, print JSON
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.one:
         blocks, mode = args.one.split(",")
-        result = measure(int(blocks), mode == "saving", args.hidden, args.batch_size, args.steps)
+        result = measure_memory(int(blocks), mode == "saving", args.hidden, args.batch_size)
         print(json.dumps(result))
         return
     print(f"{platform.node()}  load average {os.getloadavg()}  torch {torch.__version__}")
     print(f"hidden {args.hidden}, batch {args.batch_size}, {args.threads} thread(s)")
     print(f"{'blocks':>6} {'mode':>9} {'saved MB':>9} {'peak RSS MB':>12} {'s/step':>8}")
     for blocks in BLOCKS:
-        for mode in ("ordinary", "saving"):
+        seconds = measure_time(blocks, args.hidden, args.batch_size, args.rounds)
+        for mode, sec in zip(("ordinary", "saving"), seconds, strict=True):
             cmd = [sys.executable, __file__, "--one", f"{blocks},{mode}"]
             cmd += ["--hidden", str(args.hidden), "--batch-size", str(args.batch_size)]
-            cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
+            cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             r = json.loads(out.splitlines()[-1])
             print(
-                f"{blocks:>6} {mode:>9} {r['saved_mb']:>9.1f} {r['rss_mb']:>12.1f} "
-                f"{r['s_per_step']:>8.3f}",
+                f"{blocks:>6} {mode:>9} {r['saved_mb']:>9.1f} {r['rss_mb']:>12.1f} {sec:>8.3f}",
                 flush=True,
             )
 

@@ -20,11 +20,9 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from preimage.errors import ConfigError, ShapeError
 from preimage.nn.base import InvertibleModule, check_shape, sum_except_batch
@@ -240,36 +238,6 @@ class AdditiveCoupling(_Coupling):
         return changed - self.subnet(cond)
 
 
-class _AffineMap(torch.autograd.Function):
-    r"""``(h, x_b) -> (x_b e^{s} + t, \sum s)`` with ``(r, t) = h`` and :math:`s = c\tanh(r/c)`.
-
-    The same arithmetic as the autograd graph of those operations, with a hand-written backward
-    pass: it writes the sub-network's output gradient in one piece (autograd would concatenate
-    the gradients of the two chunks) and saves three tensors instead of six. First derivatives
-    only.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, h: Tensor, changed: Tensor, clamp: float) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        raw, shift = h.chunk(2, dim=1)
-        t = torch.tanh(raw / clamp)
-        log_scale = clamp * t
-        scale = torch.exp(log_scale)
-        ctx.save_for_backward(t, scale, changed)
-        return changed * scale + shift, sum_except_batch(log_scale)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_y: Tensor, grad_logdet: Tensor) -> tuple[Tensor | None, ...]:
-        t, scale, changed = ctx.saved_tensors
-        grad_changed = grad_y * scale
-        # d/dr of c tanh(r / c) is 1 - tanh(r / c)^2.
-        grad_log_scale = grad_changed * changed + grad_logdet.view(-1, *([1] * (t.dim() - 1)))
-        grad_raw = grad_log_scale - grad_log_scale * (t * t)
-        grad_h = torch.cat((grad_raw, grad_y), dim=1)
-        return grad_h, grad_changed if ctx.needs_input_grad[1] else None, None
-
-
 class AffineCoupling(_Coupling):
     r"""Affine coupling :math:`y_b = x_b \odot \exp(c\tanh(r/c)) + t` with :math:`(r, t) = s(x_a)`.
 
@@ -305,11 +273,7 @@ class AffineCoupling(_Coupling):
         return log_scale, shift
 
     def _transform(self, cond: Tensor, changed: Tensor) -> tuple[Tensor, Tensor | None]:
-        h = self.subnet(cond)
-        if torch.is_grad_enabled() and (h.requires_grad or changed.requires_grad):
-            return _AffineMap.apply(h, changed, self.clamp)  # type: ignore[no-any-return]
-        raw, shift = h.chunk(2, dim=1)
-        log_scale = self.clamp * torch.tanh(raw / self.clamp)
+        log_scale, shift = self._scale_shift(cond)
         return changed * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
 
     def _untransform(self, cond: Tensor, changed: Tensor) -> Tensor:

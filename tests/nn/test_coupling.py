@@ -64,13 +64,3 @@ def test_a_single_coupling_still_checks_its_input() -> None:
     chain = InvertibleSequential(AffineCoupling(4, hidden=4), AffineCoupling(4, hidden=4))
     with pytest.raises(ShapeError, match="4"):
         chain(torch.randn(2, 3, 5, 5))
-
-
-@pytest.mark.parametrize("shape", [(3, 8), (3, 4, 2, 3)])
-def test_affine_map_backward_is_the_autograd_one(shape) -> None:
-    from preimage.nn.coupling import _AffineMap
-
-    h = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    changed_shape = (shape[0], shape[1] // 2, *shape[2:]) if len(shape) == 4 else (3, 4)
-    changed = torch.randn(*changed_shape, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: _AffineMap.apply(a, b, 1.5), (h, changed))
