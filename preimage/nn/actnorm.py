@@ -24,7 +24,9 @@ class ActNorm(InvertibleModule):
 
     Works on flat ``(B, C)`` and image ``(B, C, H, W)`` batches. The initialisation happens on
     the first forward pass in training mode; the ``initialized`` buffer is part of the
-    ``state_dict``, so a loaded model is never re-initialised.
+    ``state_dict``, so a loaded model is never re-initialised. The forward pass reads a Python
+    copy of that flag (kept in sync on initialisation and on ``load_state_dict``), not the
+    buffer: reading a tensor there would cost a device synchronisation per layer and step.
 
     Args:
         num_features: number of channels ``C``.
@@ -38,6 +40,8 @@ class ActNorm(InvertibleModule):
         (True, True)
     """
 
+    exact_inverse = True
+
     def __init__(self, num_features: int, *, eps: float = 1e-6) -> None:
         super().__init__()
         self.num_features = int(num_features)
@@ -45,6 +49,7 @@ class ActNorm(InvertibleModule):
         self.loc = nn.Parameter(torch.zeros(num_features))
         self.log_scale = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+        self._initialized = False
 
     def _view(self, p: Tensor, x: Tensor) -> Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2)))
@@ -57,6 +62,11 @@ class ActNorm(InvertibleModule):
         self.loc.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.initialized.fill_(1)
+        self._initialized = True
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args)  # type: ignore[arg-type]
+        self._initialized = bool(self.initialized)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_shape(x, (2, 3, 4), "ActNorm")
@@ -64,7 +74,7 @@ class ActNorm(InvertibleModule):
             from preimage.errors import ShapeError
 
             raise ShapeError(f"ActNorm({self.num_features}) got {x.shape[1]} channels")
-        if self.training and not bool(self.initialized):
+        if self.training and not self._initialized:
             self._initialize(x)
         y = (x + self._view(self.loc, x)) * torch.exp(self._view(self.log_scale, x))
         spatial = x[0, 0].numel()

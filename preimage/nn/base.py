@@ -12,11 +12,13 @@ References:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, DTypeError, ShapeError
+from preimage.nn.memory_saving import Grads, leaf_blocker, memory_saving_forward, recompute_leaf
 
 __all__ = [
     "InvertibleModule",
@@ -63,6 +65,54 @@ class InvertibleModule(nn.Module):
         """Shape of one output sample for an input sample of shape ``in_shape``."""
         return tuple(in_shape)
 
+    exact_inverse: ClassVar[bool] = False
+    """Whether :meth:`inverse` undoes :meth:`forward` to float precision, deterministically.
+
+    Memory-saving backpropagation (:mod:`preimage.nn.memory_saving`) recomputes a block's input
+    from its output only for blocks that set this; it is off by default so that a new block is
+    never recomputed by accident."""
+
+    def recompute_blocker(self) -> str | None:
+        """Why memory-saving backpropagation cannot recompute this block's input, or ``None``."""
+        return leaf_blocker(self)
+
+    def backward_from_output(
+        self, y: Tensor, grad_y: Tensor, grad_logdet: Tensor, grads: Grads
+    ) -> tuple[Tensor, Tensor]:
+        """Input and input gradient of this block from its output and the output gradients.
+
+        Used by memory-saving backpropagation: recomputes ``x = inverse(y)``, re-runs the forward
+        pass on it and adds the parameter gradients to ``grads``. Composite blocks override it to
+        walk their children instead of recomputing themselves as a whole.
+        """
+        return recompute_leaf(self, y, grad_y, grad_logdet, grads)
+
+    def fusion_key(self) -> object | None:
+        """Blocks with equal keys that follow each other in a chain run as one group.
+
+        :class:`InvertibleSequential` hands such a run to the first block's
+        :meth:`forward_fused` / :meth:`inverse_fused` (couplings pass the two halves on instead
+        of concatenating and splitting them between layers). ``None``: never fused. Module hooks
+        of the fused blocks do not fire.
+        """
+        return None
+
+    def forward_fused(
+        self, run: Sequence[InvertibleModule], x: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """``run`` (which starts with this block) applied to ``x``; log-det ``None`` means zero."""
+        logdet = None
+        for layer in run:
+            x, ld = layer(x)
+            logdet = ld if logdet is None else logdet + ld
+        return x, logdet
+
+    def inverse_fused(self, run: Sequence[InvertibleModule], y: Tensor) -> Tensor:
+        """Inverse of :meth:`forward_fused`."""
+        for layer in reversed(run):
+            y = layer.inverse(y)  # type: ignore[operator]
+        return y
+
     @staticmethod
     def _zero_logdet(x: Tensor) -> Tensor:
         return x.new_zeros(x.shape[0])
@@ -73,6 +123,11 @@ class InvertibleSequential(InvertibleModule):
 
     Args:
         *modules: the blocks, applied left to right. A single iterable is accepted too.
+        memory_saving: backpropagate without storing activations: training stores only the
+            output, and the backward pass recomputes every block's input from its output
+            (:mod:`preimage.nn.memory_saving`; the RevNet idea with exact log-det gradients).
+            Every block must have an exact inverse (:attr:`InvertibleModule.exact_inverse`);
+            otherwise a :class:`~preimage.errors.ConfigError` names the first that has not.
 
     Example:
         >>> import torch
@@ -86,7 +141,11 @@ class InvertibleSequential(InvertibleModule):
         True
     """
 
-    def __init__(self, *modules: InvertibleModule | Iterable[InvertibleModule]) -> None:
+    def __init__(
+        self,
+        *modules: InvertibleModule | Iterable[InvertibleModule],
+        memory_saving: bool = False,
+    ) -> None:
         super().__init__()
         if len(modules) == 1 and not isinstance(modules[0], nn.Module):
             modules = tuple(modules[0])
@@ -96,6 +155,11 @@ class InvertibleSequential(InvertibleModule):
                     f"InvertibleSequential takes InvertibleModule instances, got {type(m).__name__}"
                 )
         self.layers = nn.ModuleList(modules)
+        self.memory_saving = bool(memory_saving)
+        if self.memory_saving:
+            reason = self.recompute_blocker()
+            if reason is not None:
+                raise ConfigError(f"memory_saving=True is not possible: {reason}")
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -107,15 +171,39 @@ class InvertibleSequential(InvertibleModule):
         return iter(self.layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.memory_saving and torch.is_grad_enabled():
+            return memory_saving_forward(self, x)
+        return self.forward_stored(x)
+
+    def forward_stored(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The forward pass with ordinary autograd (activations stored for the backward pass)."""
         logdet = x.new_zeros(x.shape[0])
-        for layer in self.layers:
-            x, ld = layer(x)
-            logdet = logdet + ld
+        for run in _runs(self.layers):
+            if len(run) == 1:
+                x, ld = run[0](x)
+            else:
+                x, ld = run[0].forward_fused(run, x)
+            if ld is not None:
+                logdet = logdet + ld
         return x, logdet
 
-    def inverse(self, y: Tensor) -> Tensor:
+    def recompute_blocker(self) -> str | None:
+        for layer in self.layers:
+            reason = layer.recompute_blocker()  # type: ignore[operator]
+            if reason is not None:
+                return reason
+        return None
+
+    def backward_from_output(
+        self, y: Tensor, grad_y: Tensor, grad_logdet: Tensor, grads: Grads
+    ) -> tuple[Tensor, Tensor]:
         for layer in reversed(self.layers):
-            y = layer.inverse(y)  # type: ignore[operator]
+            y, grad_y = layer.backward_from_output(y, grad_y, grad_logdet, grads)  # type: ignore[operator]
+        return y, grad_y
+
+    def inverse(self, y: Tensor) -> Tensor:
+        for run in reversed(_runs(self.layers)):
+            y = run[0].inverse(y) if len(run) == 1 else run[0].inverse_fused(run, y)  # type: ignore[operator]
         return y
 
     def output_shape(self, in_shape: Shape) -> Shape:
@@ -123,6 +211,20 @@ class InvertibleSequential(InvertibleModule):
         for layer in self.layers:
             shape = layer.output_shape(shape)  # type: ignore[operator]
         return shape
+
+
+def _runs(layers: Iterable[nn.Module]) -> list[list[InvertibleModule]]:
+    """Consecutive layers grouped by equal, non-``None`` :meth:`InvertibleModule.fusion_key`."""
+    runs: list[list[InvertibleModule]] = []
+    last = None
+    for layer in layers:
+        key = layer.fusion_key()  # type: ignore[operator]
+        if key is not None and key == last:
+            runs[-1].append(layer)  # type: ignore[arg-type]
+        else:
+            runs.append([layer])  # type: ignore[list-item]
+        last = key
+    return runs
 
 
 def check_shape(x: Tensor, ndim: Sequence[int], who: str) -> None:

@@ -19,7 +19,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +63,7 @@ def conv_subnet(
         layers.append(nn.Conv2d(c, hidden, k, padding=k // 2, bias=not batch_norm))
         if batch_norm:
             layers.append(nn.BatchNorm2d(hidden))
-        layers.append(nn.ReLU())
+        layers.append(nn.ReLU(inplace=True))  # safe: no layer before it saves its output
         c = hidden
     last = nn.Conv2d(c, out_channels, kernel_size, padding=pad)
     nn.init.zeros_(last.weight)
@@ -95,7 +95,7 @@ def mlp_subnet(
         layers.append(nn.Linear(c, hidden, bias=not batch_norm))
         if batch_norm:
             layers.append(nn.BatchNorm1d(hidden))
-        layers.append(nn.ReLU())
+        layers.append(nn.ReLU(inplace=True))  # safe: no layer before it saves its output
         c = hidden
     last = nn.Linear(c, out_features)
     nn.init.zeros_(last.weight)
@@ -108,6 +108,7 @@ class _Coupling(InvertibleModule):
     """Shared split / merge logic; subclasses define how ``x_b`` is transformed."""
 
     out_factor = 1
+    exact_inverse = True
 
     def __init__(
         self,
@@ -146,15 +147,63 @@ class _Coupling(InvertibleModule):
         else:
             raise ConfigError(f"unknown subnet {subnet!r}; use 'conv', 'mlp' or a callable")
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_shape(x, (2, 3, 4), type(self).__name__)
         if x.shape[1] != self.channels:
             raise ShapeError(f"{type(self).__name__}({self.channels}) got {x.shape[1]} channels")
-        a, b = torch.split(x, self.sizes, dim=1)
-        return (b, a) if self.swap else (a, b)
+        first, second = torch.split(x, self.sizes, dim=1)
+        return first, second
 
-    def _merge(self, cond: Tensor, changed: Tensor) -> Tensor:
-        return torch.cat((changed, cond) if self.swap else (cond, changed), dim=1)
+    def _transform(self, cond: Tensor, changed: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The changed half's new value and the log-det (``None``: zero)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _untransform(self, cond: Tensor, changed: Tensor) -> Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def forward_halves(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The coupling on the two halves kept apart: ``(first', second', logdet or None)``."""
+        if self.swap:
+            first, logdet = self._transform(second, first)
+        else:
+            second, logdet = self._transform(first, second)
+        return first, second, logdet
+
+    def inverse_halves(self, first: Tensor, second: Tensor) -> tuple[Tensor, Tensor]:
+        """Inverse of :meth:`forward_halves`."""
+        if self.swap:
+            return self._untransform(second, first), second
+        return first, self._untransform(first, second)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        first, second, logdet = self.forward_halves(*self._halves(x))
+        y = torch.cat((first, second), dim=1)
+        return y, self._zero_logdet(x) if logdet is None else logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return torch.cat(self.inverse_halves(*self._halves(y)), dim=1)
+
+    def fusion_key(self) -> object:
+        return (_Coupling, self.sizes)
+
+    def forward_fused(
+        self, run: Sequence[InvertibleModule], x: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        # Consecutive couplings pass the two halves on; one split and one concatenation per run
+        # instead of one per layer (in the backward pass too: no split-gradient copies).
+        first, second = self._halves(x)
+        logdet = None
+        for layer in run:
+            first, second, ld = layer.forward_halves(first, second)  # type: ignore[operator]
+            if ld is not None:
+                logdet = ld if logdet is None else logdet + ld
+        return torch.cat((first, second), dim=1), logdet
+
+    def inverse_fused(self, run: Sequence[InvertibleModule], y: Tensor) -> Tensor:
+        first, second = self._halves(y)
+        for layer in reversed(run):
+            first, second = layer.inverse_halves(first, second)  # type: ignore[operator]
+        return torch.cat((first, second), dim=1)
 
 
 class AdditiveCoupling(_Coupling):
@@ -182,13 +231,11 @@ class AdditiveCoupling(_Coupling):
         Gomez et al. (2017), *The Reversible Residual Network*; Jacobsen et al. (2019), figure 3.
     """
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        cond, changed = self._split(x)
-        return self._merge(cond, changed + self.subnet(cond)), self._zero_logdet(x)
+    def _transform(self, cond: Tensor, changed: Tensor) -> tuple[Tensor, Tensor | None]:
+        return changed + self.subnet(cond), None
 
-    def inverse(self, y: Tensor) -> Tensor:
-        cond, changed = self._split(y)
-        return self._merge(cond, changed - self.subnet(cond))
+    def _untransform(self, cond: Tensor, changed: Tensor) -> Tensor:
+        return changed - self.subnet(cond)
 
 
 class AffineCoupling(_Coupling):
@@ -225,13 +272,10 @@ class AffineCoupling(_Coupling):
         log_scale = self.clamp * torch.tanh(raw / self.clamp)
         return log_scale, shift
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        cond, changed = self._split(x)
+    def _transform(self, cond: Tensor, changed: Tensor) -> tuple[Tensor, Tensor | None]:
         log_scale, shift = self._scale_shift(cond)
-        y = changed * torch.exp(log_scale) + shift
-        return self._merge(cond, y), sum_except_batch(log_scale)
+        return changed * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
 
-    def inverse(self, y: Tensor) -> Tensor:
-        cond, changed = self._split(y)
+    def _untransform(self, cond: Tensor, changed: Tensor) -> Tensor:
         log_scale, shift = self._scale_shift(cond)
-        return self._merge(cond, (changed - shift) * torch.exp(-log_scale))
+        return (changed - shift) * torch.exp(-log_scale)

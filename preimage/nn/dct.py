@@ -53,6 +53,8 @@ class DCT2d(InvertibleModule):
         (True, [0.0, 0.0])
     """
 
+    exact_inverse = True
+
     def _matrices(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h, w = x.shape[-2:]
         return (
@@ -90,6 +92,8 @@ class DCTReadout(InvertibleModule):
         >>> bool(torch.allclose(z[:, :16], 7 * x.mean((2, 3))))
         True
     """
+
+    exact_inverse = True
 
     def __init__(self, in_shape: Shape) -> None:
         super().__init__()

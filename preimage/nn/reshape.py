@@ -17,6 +17,7 @@ from torch import Tensor
 
 from preimage.errors import ShapeError
 from preimage.nn.base import InvertibleModule, Shape, check_shape, flat_dim
+from preimage.nn.memory_saving import Grads
 
 __all__ = ["Flatten", "InjectivePad", "Split", "Squeeze"]
 
@@ -37,6 +38,8 @@ class Squeeze(InvertibleModule):
         >>> y.shape, y[0, :, 0, 0].tolist()
         (torch.Size([1, 4, 2, 2]), [0.0, 1.0, 4.0, 5.0])
     """
+
+    exact_inverse = True
 
     def __init__(self, factor: int = 2) -> None:
         super().__init__()
@@ -83,6 +86,8 @@ class Flatten(InvertibleModule):
         >>> y.shape, f.inverse(y).shape
         (torch.Size([4, 18]), torch.Size([4, 2, 3, 3]))
     """
+
+    exact_inverse = True
 
     def __init__(self, in_shape: Shape) -> None:
         super().__init__()
@@ -155,6 +160,26 @@ class Split(InvertibleModule):
         x_out = z[:, self.n_inner :].reshape(b, c - self.keep, h, w)
         return torch.cat((self.inner.inverse(y), x_out), dim=1)
 
+    def recompute_blocker(self) -> str | None:
+        return self.inner.recompute_blocker()
+
+    def backward_from_output(
+        self, y: Tensor, grad_y: Tensor, grad_logdet: Tensor, grads: Grads
+    ) -> tuple[Tensor, Tensor]:
+        # Walk into ``inner`` rather than recompute it as a whole: each of its blocks is then
+        # reconstructed once, not once per nesting level.
+        b = y.shape[0]
+        c, h, w = self.in_shape
+        rest = (b, c - self.keep, h, w)
+        x_keep, g_keep = self.inner.backward_from_output(
+            y[:, : self.n_inner].reshape(b, *self.inner_out),
+            grad_y[:, : self.n_inner].reshape(b, *self.inner_out),
+            grad_logdet,
+            grads,
+        )
+        x = torch.cat((x_keep, y[:, self.n_inner :].reshape(rest)), dim=1)
+        return x, torch.cat((g_keep, grad_y[:, self.n_inner :].reshape(rest)), dim=1)
+
 
 class InjectivePad(InvertibleModule):
     r"""Append ``pad_channels`` zero channels (i-RevNet's injective padding).
@@ -174,6 +199,8 @@ class InjectivePad(InvertibleModule):
         >>> y.shape, float(y[:, 1:].abs().sum())
         (torch.Size([1, 4, 2, 2]), 0.0)
     """
+
+    exact_inverse = True
 
     def __init__(self, pad_channels: int) -> None:
         super().__init__()
