@@ -103,6 +103,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "iCE's max step no longer fits the prior (beta, gamma)",
     ),
     Mutant(
+        "study-ice-trains-ce",
+        "preimage/studies/ce_ice_models.py",
+        "trainer = Trainer(net, train, test, recipe, loss_fn=loss, progress=progress)",
+        "trainer = Trainer(net, train, test, recipe, loss_fn=None, progress=progress)",
+        ("tests/studies/test_ce_ice_models.py",),
+        "the studies' `ice` objective silently trains plain cross-entropy",
+    ),
+    Mutant(
+        "logdet-study-checks-disabled",
+        "preimage/studies/logdet_estimator.py",
+        "met=z_score <= 3",
+        "met=True",
+        ("tests/studies/test_logdet_estimator.py",),
+        "the log-det study's roulette self-check always reports met",
+    ),
+    Mutant(
         "moons-one-blob",
         "preimage/data/toy2d.py",
         "    return 2.0 * (points - np.array([0.5, 0.25]))",

@@ -58,3 +58,21 @@ def test_smoke_run(tmp_path: Path) -> None:
 def test_rejects_large_dimension(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         run(Config.for_budget("smoke", progress=False, dim=32), tmp_path)
+
+
+def test_self_checks_report_a_biased_estimator_as_missed(tmp_path: Path) -> None:
+    from preimage.studies.kit import StudyRun
+    from preimage.studies.logdet_estimator import _check_targets
+
+    study = StudyRun("logdet-estimator", Config.for_budget("smoke"), tmp_path, echo=False)
+    _check_targets(
+        study,
+        {"roulette_z_score": 9.0, "series_max_z_vs_truncation": 6.0, "theorem58_violations": 2},
+    )
+    assert [t.met for t in study.targets] == [False, False, False]
+    good = StudyRun("logdet-estimator", Config.for_budget("smoke"), tmp_path / "ok", echo=False)
+    _check_targets(
+        good,
+        {"roulette_z_score": 1.0, "series_max_z_vs_truncation": 2.0, "theorem58_violations": 0},
+    )
+    assert all(t.met for t in good.targets)
