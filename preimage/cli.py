@@ -340,7 +340,8 @@ def run_study(
         if key in overrides and str(overrides[key]) != str(value):
             raise ConfigError(f"--{key.replace('_', '-')} and -o {key} disagree; give one")
         overrides[key] = value
-    overrides["progress"] = _progress(progress)
+    if progress is not None or "progress" not in overrides:
+        overrides["progress"] = _progress(progress)
     config = module.Config.for_budget(budget, **overrides)
     # Refuse a folder that holds another run before any data is loaded or model trained.
     RunDir.open(out, kind=f"run {study}", overwrite=config.overwrite)
