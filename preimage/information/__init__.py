@@ -17,15 +17,18 @@ from preimage.information.discrete import (
 from preimage.information.gaussian import awgn_capacity, gaussian_mutual_information, snr_db
 from preimage.information.kernel import kernel_mi_bounds
 from preimage.information.knn import ksg_mutual_information, mixed_mutual_information
+from preimage.information.plane import InformationPlane, layer_activations
 
 __all__ = [
     "AdaptiveBinner",
+    "InformationPlane",
     "awgn_capacity",
     "binned_information",
     "entropy",
     "gaussian_mutual_information",
     "kernel_mi_bounds",
     "ksg_mutual_information",
+    "layer_activations",
     "mixed_mutual_information",
     "mutual_information",
     "mutual_information_from_joint",

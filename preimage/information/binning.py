@@ -89,9 +89,14 @@ class AdaptiveBinner:
 
     def _edges(self, values: np.ndarray) -> np.ndarray:
         """The ``n_bins - 1`` inner edges of each column of ``values``: ``(n_bins - 1, cols)``."""
-        levels = np.arange(1, self.n_bins) / self.n_bins
         if self.strategy == "quantile":
-            return np.quantile(values, levels, axis=0, method="inverted_cdf")
+            # The ceil(n k / n_bins)-th order statistics (the inverted-CDF quantiles), in integer
+            # arithmetic so that n divisible by n_bins gives exactly n / n_bins values per bin.
+            n = values.shape[0]
+            k = np.arange(1, self.n_bins)
+            rank = (n * k + self.n_bins - 1) // self.n_bins - 1
+            return np.sort(values, axis=0)[rank]
+        levels = np.arange(1, self.n_bins) / self.n_bins
         lo, hi = values.min(axis=0), values.max(axis=0)
         return lo[None, :] + levels[:, None] * (hi - lo)[None, :]
 

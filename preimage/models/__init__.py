@@ -12,11 +12,15 @@ from preimage.models.iresnet import (
     IResNetFlowConfig,
     build_iresnet_flow,
 )
+from preimage.models.mlp import MLP
 from preimage.models.registry import MODELS, build_model
+from preimage.models.svhn_cnn import SVHNCNN
 
 __all__ = [
     "CNN",
+    "MLP",
     "MODELS",
+    "SVHNCNN",
     "BitsPerDim",
     "CNNConfig",
     "FiRevNet",

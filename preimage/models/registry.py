@@ -18,6 +18,8 @@ from preimage.errors import ConfigError
 from preimage.models.baselines import CNN
 from preimage.models.firevnet import FiRevNet
 from preimage.models.iresnet import IResNet, build_iresnet_flow
+from preimage.models.mlp import MLP
+from preimage.models.svhn_cnn import SVHNCNN
 
 __all__ = ["MODELS", "build_model"]
 
@@ -26,6 +28,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fi-revnet": FiRevNet,
     "i-resnet": IResNet,
     "i-resnet-flow": build_iresnet_flow,
+    "mlp": MLP,
+    "svhn-cnn": SVHNCNN,
 }
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""
 
