@@ -12,6 +12,12 @@ from preimage.errors import ConfigError
 from preimage.train import TrainConfig, Trainer
 
 
+def _sgd(**options: float) -> TrainConfig:
+    """Plain SGD on raw tensors (no shifts, dequantisation nor weight decay)."""
+    base = {"device": "cpu", "max_shift": 0, "dequantize": False, "weight_decay": 0.0}
+    return TrainConfig(optimizer="sgd", **base, **options)  # type: ignore[arg-type]
+
+
 def test_running_moments_match_numpy() -> None:
     rng = np.random.default_rng(0)
     values = rng.standard_normal((50, 3, 4)) * 3.0 + 1.0
@@ -54,17 +60,7 @@ def test_gradient_snr_on_constructed_gradients() -> None:
     def loss_fn(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor):  # type: ignore[no-untyped-def]
         return m(xb)[:, 0].sum(), {}
 
-    cfg = TrainConfig(
-        epochs=1,
-        batch_size=2,
-        device="cpu",
-        max_shift=0,
-        dequantize=False,
-        weight_decay=0.0,
-        optimizer="sgd",
-        momentum=0.0,
-        lr=1e-12,
-    )  # a negligible step keeps ||w|| = 4
+    cfg = _sgd(epochs=1, batch_size=2, momentum=0.0, lr=1e-12)  # ||w|| stays 4
     Trainer(model, (x, y), None, cfg, loss_fn=loss_fn, callbacks=[snr], progress=False).fit()
     # Four batches: mean gradient a, element-wise std |b|; ||a|| = 5, ||w|| = 4, ||b|| = sqrt 2.
     detail = snr.details[0]
@@ -83,16 +79,7 @@ def test_real_training_gives_one_value_per_layer_and_epoch() -> None:
     x, y = torch.randn(128, 6), torch.randint(0, 3, (128,))
     net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
     snr = GradientSNR()
-    cfg = TrainConfig(
-        epochs=3,
-        batch_size=16,
-        device="cpu",
-        max_shift=0,
-        dequantize=False,
-        weight_decay=0.0,
-        optimizer="sgd",
-        lr=0.05,
-    )
+    cfg = _sgd(epochs=3, batch_size=16, lr=0.05)
     Trainer(net, (x, y), None, cfg, callbacks=[snr], progress=False).fit()
     assert [h["epoch"] for h in snr.history] == [1, 2, 3]
     assert all(set(h) == {"epoch", "0", "2", "4"} for h in snr.history)
