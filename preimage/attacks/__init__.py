@@ -23,6 +23,11 @@ from preimage.attacks.criteria import (
 from preimage.attacks.feature import Criterion, LogitMetamer
 from preimage.attacks.metamer import interpolate_nuisance, metamer_grid, metameric_sample
 from preimage.attacks.pgd import L2PGD, LinfPGD, ProjectedGradientDescent
+from preimage.attacks.unbounded import (
+    UnboundedGradientAttack,
+    class_prototypes,
+    gaussian_noise_at_snr,
+)
 
 __all__ = [
     "L2PGD",
@@ -37,9 +42,12 @@ __all__ = [
     "Oracle",
     "ProjectedGradientDescent",
     "RadiusOracle",
+    "UnboundedGradientAttack",
+    "class_prototypes",
     "classifier_logits",
     "decision",
     "eval_mode",
+    "gaussian_noise_at_snr",
     "interpolate_nuisance",
     "invariance_success",
     "metamer_grid",
