@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +23,31 @@ from preimage.data.registry import DatasetSplit, load_dataset
 from preimage.data.subsets import mnist_3v7
 from preimage.data.svhn import SVHN_FILES, load_svhn
 from preimage.errors import ConfigError
+from preimage.train import TrainConfig
 
-__all__ = ["digits_32", "information_plane_figure", "plateau_epoch", "subsample", "three_v_seven"]
+__all__ = [
+    "digits_32",
+    "information_plane_figure",
+    "plateau_epoch",
+    "recipe",
+    "subsample",
+    "three_v_seven",
+]
 
 Pair = tuple[Tensor, Tensor]
+
+
+def recipe(**overrides: Any) -> TrainConfig:
+    """The paper's constant-learning-rate recipe: mini-batches of 100, no schedule, no weight
+    decay, no augmentation (raw inputs); ``overrides`` set the rest (epochs, optimiser, lr)."""
+    base: dict[str, Any] = {
+        "batch_size": 100,
+        "weight_decay": 0.0,
+        "lr_step": 10**6,
+        "max_shift": 0,
+        "dequantize": False,
+    }
+    return TrainConfig(**{**base, **overrides})
 
 
 def subsample(split: DatasetSplit, n: int | None, seed: int) -> Pair:

@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 
 from preimage.analysis.gradient_snr import GradientSNR
 from preimage.models.mlp import MLP
-from preimage.studies._rate_distortion_common import plateau_epoch, three_v_seven
+from preimage.studies._rate_distortion_common import plateau_epoch, recipe, three_v_seven
 from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun
 from preimage.train import TrainConfig, Trainer
@@ -49,21 +49,6 @@ MODELS: dict[str, dict[str, Any]] = {
 """The three networks of figure 2: name -> :class:`~preimage.models.MLP` options."""
 
 
-def _train_config(**overrides: Any) -> TrainConfig:
-    base: dict[str, Any] = {
-        "epochs": 60,
-        "batch_size": 100,
-        "lr": 1e-2,
-        "optimizer": "sgd",
-        "momentum": 0.0,
-        "weight_decay": 0.0,
-        "lr_step": 10**6,
-        "max_shift": 0,
-        "dequantize": False,
-    }
-    return TrainConfig(**{**base, **overrides})
-
-
 @dataclass(frozen=True)
 class Config(StudyConfig):
     """Settings of the gradient-SNR study (defaults: the ``cpu`` budget, a few minutes).
@@ -74,7 +59,9 @@ class Config(StudyConfig):
         n_train: training images of 3 versus 7 (``None``: all).
     """
 
-    train: TrainConfig = field(default_factory=_train_config)
+    train: TrainConfig = field(
+        default_factory=lambda: recipe(epochs=60, lr=1e-2, optimizer="sgd", momentum=0.0)
+    )
     widths: tuple[int, ...] = (256, 128, 64, 32, 16)
     n_train: int | None = 2000
 

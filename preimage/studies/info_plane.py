@@ -36,7 +36,7 @@ from preimage.data.subsets import random_labels
 from preimage.information import AdaptiveBinner, InformationPlane
 from preimage.models.mlp import MLP
 from preimage.report.plots import training_curves
-from preimage.studies._rate_distortion_common import information_plane_figure, three_v_seven
+from preimage.studies._rate_distortion_common import information_plane_figure, recipe, three_v_seven
 from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun
 from preimage.train import TrainConfig, Trainer
@@ -45,20 +45,6 @@ __all__ = ["Config", "run"]
 
 MIN_COMPRESSION_BITS = 0.1
 """Compression of the last layer under true labels that counts as a compression phase."""
-
-
-def _train_config(**overrides: Any) -> TrainConfig:
-    base: dict[str, Any] = {
-        "epochs": 150,
-        "batch_size": 100,
-        "lr": 1e-3,
-        "optimizer": "adam",
-        "weight_decay": 0.0,
-        "lr_step": 10**6,
-        "max_shift": 0,
-        "dequantize": False,
-    }
-    return TrainConfig(**{**base, **overrides})
 
 
 @dataclass(frozen=True)
@@ -74,7 +60,9 @@ class Config(StudyConfig):
         measure_every: epochs between measurements.
     """
 
-    train: TrainConfig = field(default_factory=_train_config)
+    train: TrainConfig = field(
+        default_factory=lambda: recipe(epochs=150, lr=1e-3, optimizer="adam")
+    )
     widths: tuple[int, ...] = (256, 128, 64, 32, 16)
     n_train: int | None = 2000
     n_probe: int = 2000
