@@ -32,6 +32,7 @@ STUDIES: dict[str, str] = {
     # A rate-distortion theory of adversarial examples (Galloway et al. 2018), sections 4.1-4.4.
     "gradient-snr": "preimage.studies.gradient_snr",
     "info-plane": "preimage.studies.info_plane",
+    "random-labels": "preimage.studies.random_labels",
 }
 """Study name -> module path; modules are imported on demand (their imports are heavy)."""
 
