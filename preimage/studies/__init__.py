@@ -30,6 +30,7 @@ STUDIES: dict[str, str] = {
     "iresnet-mnist-classify": "preimage.studies.iresnet_mnist_classify",
     "iresnet-mnist-flow": "preimage.studies.iresnet_mnist_flow",
     # A rate-distortion theory of adversarial examples (Galloway et al. 2018), sections 4.1-4.4.
+    "fault-tolerance": "preimage.studies.fault_tolerance",
     "gradient-snr": "preimage.studies.gradient_snr",
     "info-plane": "preimage.studies.info_plane",
     "random-labels": "preimage.studies.random_labels",
