@@ -43,3 +43,11 @@ def shift_smoke(tmp_path: Path, data_root: Path) -> Callable[[ModuleType, str], 
         return metrics
 
     return check
+
+
+@pytest.fixture
+def mnist_root(data_root: Path) -> Path:
+    """The data root, skipping the test where MNIST is not on disk."""
+    if not (data_root / "mnist").is_dir():
+        pytest.skip("MNIST not available")
+    return data_root

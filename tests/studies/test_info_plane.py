@@ -4,15 +4,11 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-
 from preimage.studies.info_plane import Config, run
 
 
-def test_smoke_run(tmp_path: Path, data_root: Path) -> None:
-    if not (data_root / "mnist").is_dir():
-        pytest.skip("MNIST not available")
-    config = Config.for_budget("smoke", progress=False, data_dir=str(data_root))
+def test_smoke_run(tmp_path: Path, mnist_root: Path) -> None:
+    config = Config.for_budget("smoke", progress=False, data_dir=str(mnist_root))
     metrics = run(config, tmp_path)
     for name in ("config.json", "metrics.json", "report.html", "figures/information_plane.png"):
         assert (tmp_path / name).is_file(), name

@@ -3,16 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import scipy.io
 
 from preimage.studies.random_labels import Config, run
 
 
-def test_smoke_run_on_mnist(tmp_path: Path, data_root: Path) -> None:
-    if not (data_root / "mnist").is_dir():
-        pytest.skip("MNIST not available")
-    config = Config.for_budget("smoke", progress=False, data_dir=str(data_root), dataset="mnist")
+def test_smoke_run_on_mnist(tmp_path: Path, mnist_root: Path) -> None:
+    config = Config.for_budget("smoke", progress=False, data_dir=str(mnist_root), dataset="mnist")
     metrics = run(config, tmp_path)
     for name in ("config.json", "metrics.json", "report.html"):
         assert (tmp_path / name).is_file(), name
