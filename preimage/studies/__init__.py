@@ -33,6 +33,7 @@ STUDIES: dict[str, str] = {
     "fault-tolerance": "preimage.studies.fault_tolerance",
     "gradient-snr": "preimage.studies.gradient_snr",
     "info-plane": "preimage.studies.info_plane",
+    "label-prototypes": "preimage.studies.label_prototypes",
     "random-labels": "preimage.studies.random_labels",
 }
 """Study name -> module path; modules are imported on demand (their imports are heavy)."""
