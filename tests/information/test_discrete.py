@@ -112,3 +112,13 @@ def test_errors() -> None:
         mutual_information_from_joint(torch.tensor([[0.5, -0.1], [0.3, 0.3]]))
     with pytest.raises(ShapeError):
         mutual_information_from_joint(torch.ones(3))
+
+
+def test_miller_madow_mutual_information_is_that_of_the_corrected_entropies() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 6, 400)
+    b = (a + rng.integers(0, 2, 400)) % 4
+    joint = np.column_stack([a, b])
+    mm = "miller_madow"
+    expected = entropy(a, mm) + entropy(b, mm) - entropy(joint, mm)
+    assert mutual_information(a, b, mm) == pytest.approx(expected, rel=1e-12)
