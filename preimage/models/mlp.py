@@ -44,6 +44,10 @@ class MLP(nn.Module):
         batch_norm: a batch norm after every hidden linear layer (not after the read-out).
         batch_norm_affine: learn the batch norms' scale and shift (appendix A, figure 6(c),
             disables the scale).
+        norm_layers: the (0-based) hidden layers that get a batch norm when ``batch_norm``
+            (default: all; appendix A, figure 6(b): the two before the 2-D layer).
+        linear_layers: hidden layers without activation (a linear bottleneck, as in the
+            nonlinear information bottleneck of appendix A).
 
     Example:
         >>> import torch
@@ -61,6 +65,8 @@ class MLP(nn.Module):
         activation: str = "relu",
         batch_norm: bool = False,
         batch_norm_affine: bool = True,
+        norm_layers: Sequence[int] | None = None,
+        linear_layers: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -70,13 +76,15 @@ class MLP(nn.Module):
         if num_classes < 1 or any(w < 1 for w in widths):
             raise ConfigError(f"widths and num_classes must be >= 1, got {tuple(widths)}")
         self.in_features = math.prod(in_shape)
+        normed = set(range(len(widths)) if norm_layers is None else norm_layers)
         blocks = []
         prev = self.in_features
-        for width in widths:
+        for i, width in enumerate(widths):
             parts: list[nn.Module] = [nn.Linear(prev, width)]
-            if batch_norm:
+            if batch_norm and i in normed:
                 parts.append(nn.BatchNorm1d(width, affine=batch_norm_affine))
-            parts.append(ACTIVATIONS[activation]())
+            if i not in linear_layers:
+                parts.append(ACTIVATIONS[activation]())
             blocks.append(nn.Sequential(*parts))
             prev = width
         self.blocks = nn.ModuleList(blocks)

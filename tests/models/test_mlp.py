@@ -29,6 +29,26 @@ def test_appendix_a_bottleneck_and_registry() -> None:
     assert net.blocks[2][1].weight is None  # the scale disabled (figure 6(c))
 
 
+def test_selected_norm_and_linear_layers() -> None:
+    net = MLP(
+        (1, 28, 28),
+        10,
+        widths=(392, 196, 2, 49),
+        batch_norm=True,
+        norm_layers=(0, 1),
+        linear_layers=(2,),
+    )
+    kinds = [[type(m) for m in block] for block in net.blocks]
+    assert kinds == [
+        [nn.Linear, nn.BatchNorm1d, nn.ReLU],
+        [nn.Linear, nn.BatchNorm1d, nn.ReLU],
+        [nn.Linear],
+        [nn.Linear, nn.ReLU],
+    ]
+    # The linear bottleneck takes negative values.
+    assert float(net.blocks[2](torch.randn(64, 196)).detach().min()) < 0
+
+
 def test_rejects_bad_options() -> None:
     with pytest.raises(ConfigError):
         MLP((4,), 2, activation="gelu")
