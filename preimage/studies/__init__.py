@@ -35,6 +35,7 @@ STUDIES: dict[str, str] = {
     "info-plane": "preimage.studies.info_plane",
     "label-prototypes": "preimage.studies.label_prototypes",
     "random-labels": "preimage.studies.random_labels",
+    "sphere-packing": "preimage.studies.sphere_packing",
 }
 """Study name -> module path; modules are imported on demand (their imports are heavy)."""
 
