@@ -1,5 +1,4 @@
-r"""``preimage run fault-tolerance``: information about the label as the SNR falls (section 4.4,
-figure 5).
+r"""``preimage run fault-tolerance``: information about the label as the SNR falls (figure 5).
 
 Two table-3 CNNs are trained on the true labels: model B (weight decay :math:`\lambda`) and
 model C (B + batch norm). On ``n_eval`` test images, three kinds of noise are applied: the

@@ -1,5 +1,4 @@
-r"""``preimage run random-labels``: weight decay removes the capacity to fit random labels
-(section 4.3, tables 1 and 2).
+r"""``preimage run random-labels``: weight decay removes random-label capacity (tables 1-2).
 
 The table-3 CNN is trained as model A (baseline), B (A + squared-L2 weight decay
 :math:`\lambda`) and C (B + batch norm on the two middle layers), each once on the true labels
