@@ -3,8 +3,10 @@ r"""Fault tolerance as information transmitted: :math:`I(T;Y)` and accuracy agai
 For clean inputs :math:`x` with labels :math:`y` and a sequence of perturbed versions (the
 iterates of an unbounded attack, or Gaussian noise at a sweep of SNRs),
 :func:`label_information_curve` gives for each version the mean SNR in dB
-(:func:`~preimage.information.gaussian.snr_db`), the accuracy and the plug-in
-:math:`I(T;Y)` between the model's predicted class :math:`T` and the label, in bits.
+(:func:`~preimage.information.gaussian.snr_db`), the accuracy and the discrete
+:math:`I(T;Y)` between the model's predicted class :math:`T` and the label, in bits, by default
+with the Miller-Madow correction: the plug-in value of a 10 x 10 table is biased up by about
+:math:`81 / (2n)` nats, 0.12 bits at the ``n = 500`` of a CPU run.
 
 Deviation: the paper does not say which :math:`T` its figure 5 uses; the predicted class is the
 part of the output a decision rests on, and its plug-in estimate needs no binning choices.
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from preimage.attacks.base import classifier_logits, eval_mode
 from preimage.errors import ShapeError
-from preimage.information.discrete import mutual_information
+from preimage.information.discrete import Correction, mutual_information
 from preimage.information.gaussian import snr_db
 
 __all__ = ["interpolate_on_snr", "label_information_curve"]
@@ -39,6 +41,7 @@ def label_information_curve(
     perturbed: Sequence[Tensor],
     *,
     definition: Literal["ratio", "one_plus"] = "ratio",
+    correction: Correction = "miller_madow",
     batch_size: int = 1000,
 ) -> dict[str, np.ndarray]:
     """``{"snr_db", "i_ty_bits", "accuracy"}``, one entry per perturbed version of ``x``.
@@ -68,7 +71,7 @@ def label_information_curve(
                 ]
             ).numpy()
             out["snr_db"].append(float(snr_db(x, version - x, definition=definition).mean()))
-            out["i_ty_bits"].append(mutual_information(pred, labels, unit="bits"))
+            out["i_ty_bits"].append(mutual_information(pred, labels, correction, unit="bits"))
             out["accuracy"].append(float((pred == labels).mean()))
     return {k: np.asarray(v) for k, v in out.items()}
 

@@ -5,7 +5,7 @@ model C (B + batch norm). On ``n_eval`` test images, three kinds of noise are ap
 unbounded iterative attacks with :math:`L_2`-normalised and signed gradient steps
 (:class:`~preimage.attacks.unbounded.UnboundedGradientAttack`, whose trajectories sweep the
 SNR) and white Gaussian noise at ``gauss_snrs`` dB. For each, the mean SNR in dB, the accuracy
-and the plug-in :math:`I(T;Y)` between predicted class and label are recorded
+and :math:`I(T;Y)` between predicted class and label (Miller-Madow corrected) are recorded
 (:func:`~preimage.analysis.fault_tolerance.label_information_curve`).
 
 The paper's claims, checked as targets: :math:`I(T;Y)` falls monotonically as the adversarial
