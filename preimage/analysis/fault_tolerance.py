@@ -9,7 +9,7 @@ with the Miller-Madow correction: the plug-in value of a 10 x 10 table is biased
 :math:`81 / (2n)` nats, 0.12 bits at the ``n = 500`` of a CPU run.
 
 Deviation: the paper does not say which :math:`T` its figure 5 uses; the predicted class is the
-part of the output a decision rests on, and its plug-in estimate needs no binning choices.
+part of the output a decision rests on, and its discrete estimate needs no binning choices.
 
 References:
     Galloway et al. (2018), *A Rate-Distortion Theory of Adversarial Examples*, section 4.4,
