@@ -18,6 +18,10 @@ def test_smoke_run_on_mnist(tmp_path: Path, mnist_root: Path) -> None:
     # Batch norm fits (random) labels fastest; weight decay cannot help a model fit them.
     assert metrics["C_random_train_accuracy"] > metrics["B_random_train_accuracy"] + 0.05
     assert metrics["B_random_train_accuracy"] <= metrics["A_random_train_accuracy"] + 1e-9
+    # Lambda is the smallest candidate that keeps B within 1% of chance (or the largest).
+    assert metrics["selected_weight_decay"] in config.weight_decays
+    if metrics["selected_weight_decay"] != max(config.weight_decays):
+        assert metrics["B_random_excess"] <= 0.01
     # Random labels carry nothing about the true test labels.
     for m in ("A", "B", "C"):
         assert metrics[f"{m}_random_test_accuracy"] < 0.3
