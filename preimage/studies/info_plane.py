@@ -49,7 +49,7 @@ MIN_COMPRESSION_BITS = 0.1
 
 @dataclass(frozen=True)
 class Config(StudyConfig):
-    """Settings of the information-plane study (defaults: the ``cpu`` budget, ~10 min).
+    """Settings of the information-plane study (defaults: the ``cpu`` budget, 2 min measured).
 
     Attributes:
         train: the training recipe (both runs).
