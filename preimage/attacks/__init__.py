@@ -21,6 +21,11 @@ from preimage.attacks.criteria import (
 from preimage.attacks.feature import Criterion, LogitMetamer
 from preimage.attacks.metamer import interpolate_nuisance, metamer_grid, metameric_sample
 from preimage.attacks.pgd import L2PGD, LinfPGD, ProjectedGradientDescent
+from preimage.attacks.unbounded import (
+    UnboundedGradientAttack,
+    class_prototypes,
+    gaussian_noise_at_snr,
+)
 
 __all__ = [
     "L2PGD",
@@ -35,8 +40,11 @@ __all__ = [
     "Oracle",
     "ProjectedGradientDescent",
     "RadiusOracle",
+    "UnboundedGradientAttack",
+    "class_prototypes",
     "decision",
     "eval_mode",
+    "gaussian_noise_at_snr",
     "interpolate_nuisance",
     "invariance_success",
     "metamer_grid",

@@ -19,6 +19,7 @@ from preimage.data.mnist import (
     read_idx,
 )
 from preimage.data.paths import DATA_ENV_VAR, data_root, dataset_dir
+from preimage.data.preprocess import NTSC_WEIGHTS, ZCAWhitener, grayscale
 from preimage.data.registry import DATASETS, SPHERES_DEFAULT_N, DatasetSplit, load_dataset
 from preimage.data.shiftmnist import (
     SHIFTMNIST_SPLITS,
@@ -27,7 +28,8 @@ from preimage.data.shiftmnist import (
     make_shiftmnist,
 )
 from preimage.data.spheres import sample_spheres, sphere_label
-from preimage.data.subsets import load_train_test, subset
+from preimage.data.subsets import class_subset, load_train_test, mnist_3v7, random_labels, subset
+from preimage.data.svhn import SVHN_FILES, load_svhn
 from preimage.data.textures import (
     TextureBank,
     load_dtd_textures,
@@ -42,24 +44,32 @@ __all__ = [
     "MNIST_FILES",
     "MNIST_MIRRORS",
     "MNIST_SHA256",
+    "NTSC_WEIGHTS",
     "SHIFTMNIST_SPLITS",
     "SHIFTMNIST_VARIANTS",
     "SPHERES_DEFAULT_N",
+    "SVHN_FILES",
     "DatasetSplit",
     "TextureBank",
+    "ZCAWhitener",
+    "class_subset",
     "data_root",
     "dataset_dir",
     "download_mnist",
+    "grayscale",
     "load_dataset",
     "load_digits",
     "load_dtd_textures",
     "load_mnist",
     "load_shiftmnist",
     "load_skimage_textures",
+    "load_svhn",
     "load_textures",
     "load_train_test",
     "make_shiftmnist",
+    "mnist_3v7",
     "mnist_dir",
+    "random_labels",
     "read_idx",
     "sample_spheres",
     "sphere_label",

@@ -11,12 +11,16 @@ from preimage.models.iresnet_flow import (
     IResNetFlowConfig,
     build_iresnet_flow,
 )
+from preimage.models.mlp import MLP
 from preimage.models.registry import MODELS, build_model
 from preimage.models.residual import ResidualClassifier, plain_conv_branch
+from preimage.models.svhn_cnn import SVHNCNN
 
 __all__ = [
     "CNN",
+    "MLP",
     "MODELS",
+    "SVHNCNN",
     "BitsPerDim",
     "CNNConfig",
     "FiRevNet",

@@ -19,6 +19,8 @@ from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
 from preimage.models.iresnet import IResNetConfig, build_iresnet
 from preimage.models.iresnet_flow import IResNetFlowConfig, build_iresnet_flow
+from preimage.models.mlp import MLP
+from preimage.models.svhn_cnn import SVHNCNN
 
 __all__ = ["CLASSIFIERS", "MODELS", "MODEL_CONFIGS", "build_model"]
 
@@ -27,6 +29,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fi-revnet": FiRevNet,
     "i-resnet": build_iresnet,
     "i-resnet-flow": build_iresnet_flow,
+    "mlp": MLP,
+    "svhn-cnn": SVHNCNN,
 }
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""
 

@@ -30,6 +30,13 @@ STUDIES: dict[str, str] = {
     "toy-density": "preimage.studies.toy_density",
     "iresnet-mnist-classify": "preimage.studies.iresnet_mnist_classify",
     "iresnet-mnist-flow": "preimage.studies.iresnet_mnist_flow",
+    # A rate-distortion theory of adversarial examples (Galloway et al. 2018), sections 4.1-4.4.
+    "fault-tolerance": "preimage.studies.fault_tolerance",
+    "gradient-snr": "preimage.studies.gradient_snr",
+    "info-plane": "preimage.studies.info_plane",
+    "label-prototypes": "preimage.studies.label_prototypes",
+    "random-labels": "preimage.studies.random_labels",
+    "sphere-packing": "preimage.studies.sphere_packing",
 }
 """Study name -> module path (``"module:Variant"`` for one variant of a module); modules are
 imported on demand (their imports are heavy)."""

@@ -1,0 +1,142 @@
+r"""Shared pieces of the rate-distortion studies (Galloway et al. 2018): data and figures.
+
+References:
+    Galloway et al. (2018), *A Rate-Distortion Theory of Adversarial Examples*, sections 4.1-4.4
+    and appendix A.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from preimage.data.paths import dataset_dir
+from preimage.data.preprocess import ZCAWhitener, grayscale
+from preimage.data.registry import DatasetSplit, load_dataset
+from preimage.data.subsets import mnist_3v7
+from preimage.data.svhn import SVHN_FILES, load_svhn
+from preimage.errors import ConfigError
+from preimage.train import TrainConfig
+
+__all__ = [
+    "digits_32",
+    "information_plane_figure",
+    "plateau_epoch",
+    "recipe",
+    "subsample",
+    "three_v_seven",
+]
+
+Pair = tuple[Tensor, Tensor]
+
+
+def recipe(**overrides: Any) -> TrainConfig:
+    """The paper's constant-learning-rate recipe: mini-batches of 100, no schedule, no weight
+    decay, no augmentation (raw inputs); ``overrides`` set the rest (epochs, optimiser, lr)."""
+    base: dict[str, Any] = {
+        "batch_size": 100,
+        "weight_decay": 0.0,
+        "lr_step": 10**6,
+        "max_shift": 0,
+        "dequantize": False,
+    }
+    return TrainConfig(**{**base, **overrides})
+
+
+def subsample(split: DatasetSplit, n: int | None, seed: int) -> Pair:
+    """``n`` samples of ``split`` drawn without replacement with ``seed`` (all when ``None``)."""
+    if n is None or n >= len(split):
+        return split.images, split.labels
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    return split.images[idx], split.labels[idx]
+
+
+def three_v_seven(
+    data_dir: str | os.PathLike[str] | None, n_train: int | None, n_test: int | None, seed: int
+) -> tuple[Pair, Pair]:
+    """MNIST 3 versus 7 (section 4.1), subsampled to ``n_train`` / ``n_test``."""
+    train = subsample(mnist_3v7("train", data_dir), n_train, seed)
+    test = subsample(mnist_3v7("test", data_dir), n_test, seed + 1)
+    return train, test
+
+
+def digits_32(
+    data_dir: str | os.PathLike[str] | None,
+    n_train: int | None,
+    n_test: int | None,
+    seed: int,
+    *,
+    dataset: str = "auto",
+    zca_components: int = 400,
+) -> tuple[Pair, Pair, str]:
+    """Ten-class 32 x 32 grayscale digits for the table-3 CNN: SVHN when its files are there.
+
+    ``dataset``: ``"svhn"`` (grayscale, PCA to ``zca_components`` and ZCA fitted on the training
+    subset, section 4.3), ``"mnist"`` (bilinearly upsampled to 32 x 32 as in appendix C, in
+    ``[0, 1]``) or ``"auto"`` (SVHN if ``train_32x32.mat`` is found, else MNIST). Returns the
+    train and test pairs and the dataset used.
+    """
+    if dataset == "auto":
+        folder = dataset_dir("svhn", data_dir, files=SVHN_FILES.values())
+        dataset = "svhn" if (folder / SVHN_FILES["train"]).is_file() else "mnist"
+    if dataset == "svhn":
+        splits = []
+        for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1)):
+            x, y = load_svhn(data_dir, split)
+            splits.append(subsample(DatasetSplit("svhn", grayscale(x), y, 10, (1, 32, 32)), n, s))
+        (x, y), (xt, yt) = splits
+        zca = ZCAWhitener(n_components=min(zca_components, x.shape[0])).fit(x)
+        return (zca.transform(x), y), (zca.transform(xt), yt), "svhn"
+    if dataset != "mnist":
+        raise ConfigError(f"unknown dataset {dataset!r}; use auto, svhn or mnist")
+    out = []
+    for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        x, y = subsample(load_dataset("mnist", split, data_dir=data_dir), n, s)
+        out.append((F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False), y))
+    return out[0], out[1], "mnist"
+
+
+def plateau_epoch(values: np.ndarray, tolerance: float = 0.1, tail: float = 0.1) -> int:
+    """First epoch (1-based) after which ``values`` stay within ``tolerance`` of their final
+    level (the mean of the last ``tail`` fraction), e.g. log10 SNR within 0.1 decades.
+
+    Example:
+        >>> plateau_epoch(np.array([0.0, 0.5, 0.95, 1.0, 1.02, 0.98, 1.0, 1.0, 1.0, 1.0]))
+        3
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n_tail = max(1, round(tail * values.size))
+    level = values[-n_tail:].mean()
+    outside = np.flatnonzero(np.abs(values - level) > tolerance)
+    return 1 if outside.size == 0 else int(outside[-1]) + 2
+
+
+def information_plane_figure(
+    curves_by_run: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], unit: str = "bits"
+) -> Figure:
+    """One panel per run: :math:`I(T;Y)` against :math:`I(X;T)`, a line per layer, points
+    coloured by epoch (figure 3's layout)."""
+    fig = Figure(figsize=(5.2 * len(curves_by_run), 4.2), layout="constrained")
+    last_scatter = None
+    for k, (run_name, curves) in enumerate(curves_by_run.items()):
+        ax = fig.add_subplot(1, len(curves_by_run), k + 1)
+        for layer, c in curves.items():
+            ax.plot(c["i_xt"], c["i_ty"], color="0.7", linewidth=0.8, zorder=1)
+            last_scatter = ax.scatter(
+                c["i_xt"], c["i_ty"], c=c["epoch"], cmap="viridis", s=12, zorder=2
+            )
+            ax.annotate(layer, (c["i_xt"][-1], c["i_ty"][-1]), fontsize="x-small")
+        ax.set_xlabel(f"I(X;T) [{unit}]")
+        ax.set_ylabel(f"I(T;Y) [{unit}]")
+        ax.set_title(run_name)
+        ax.grid(alpha=0.3)
+    if last_scatter is not None:
+        fig.colorbar(last_scatter, ax=fig.axes, label="epoch")
+    return fig

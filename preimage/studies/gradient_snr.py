@@ -1,0 +1,147 @@
+r"""``preimage run gradient-snr``: convergence of SGD seen in the gradients' SNR (section 4.1).
+
+Three over-parameterised MLPs are trained on MNIST 3 versus 7 with constant-learning-rate SGD
+and mini-batches of 100: ReLU, tanh, and ReLU with batch norm on all but the last layer.
+:class:`~preimage.analysis.gradient_snr.GradientSNR` records for every layer and epoch
+:math:`(\|\mathrm{mean}\,\nabla_w L\| / \|w\|) / \|\mathrm{std}\,\nabla_w L\|` (figure 2).
+
+The paper's claims, checked as targets: the SNR reaches a plateau after about 100 epochs with
+batch norm, 1 000 with ReLU and 3 000 with tanh (order BN < ReLU < tanh); with batch norm the
+layers' curves collapse onto each other (a smaller spread of the final log SNR across layers
+than without). The plateau epoch is the first epoch after which the mean over layers of
+:math:`\log_{10}` SNR stays within 0.1 decades of its final level (mean of the last 10% of
+epochs).
+
+Deviations: the ``cpu`` budget trains on ``n_train`` images for ``train.epochs`` epochs at a
+learning rate of 1e-2 (the paper: 1e-3 on all images for up to 3 000 epochs, the ``paper``
+budget), so its plateaus are those of a shorter run. Six-layer widths: see
+:data:`preimage.models.mlp.PAPER_WIDTHS`.
+
+References:
+    Galloway et al. (2018), *A Rate-Distortion Theory of Adversarial Examples*, section 4.1,
+    figure 2. Shwartz-Ziv & Tishby (2017), section 3.3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from preimage.analysis.gradient_snr import GradientSNR
+from preimage.models.mlp import MLP
+from preimage.studies._rate_distortion_common import plateau_epoch, recipe, three_v_seven
+from preimage.studies.base import StudyConfig
+from preimage.studies.kit import StudyRun
+from preimage.train import TrainConfig, Trainer
+
+__all__ = ["MODELS", "Config", "run"]
+
+MODELS: dict[str, dict[str, Any]] = {
+    "relu": {"activation": "relu", "batch_norm": False},
+    "tanh": {"activation": "tanh", "batch_norm": False},
+    "bn": {"activation": "relu", "batch_norm": True},
+}
+"""The three networks of figure 2: name -> :class:`~preimage.models.MLP` options."""
+
+
+@dataclass(frozen=True)
+class Config(StudyConfig):
+    """Settings of the gradient-SNR study (defaults: the ``cpu`` budget, a few minutes).
+
+    Attributes:
+        train: the SGD recipe shared by the three networks.
+        widths: hidden widths of the MLPs.
+        n_train: training images of 3 versus 7 (``None``: all).
+    """
+
+    train: TrainConfig = field(
+        default_factory=lambda: recipe(epochs=60, lr=1e-2, optimizer="sgd", momentum=0.0)
+    )
+    widths: tuple[int, ...] = (256, 128, 64, 32, 16)
+    n_train: int | None = 2000
+
+    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"train.epochs": 3, "widths": (16, 8), "n_train": 300},
+        "cpu": {},
+        "paper": {
+            "train.epochs": 3000,
+            "train.lr": 1e-3,
+            "widths": (1024, 512, 256, 128, 64),
+            "n_train": None,
+        },
+    }
+
+
+def _snr_figure(histories: dict[str, list[dict[str, Any]]]) -> Figure:
+    fig = Figure(figsize=(4.2 * len(histories), 3.6), layout="constrained")
+    for k, (name, history) in enumerate(histories.items()):
+        ax = fig.add_subplot(1, len(histories), k + 1)
+        epochs = [h["epoch"] for h in history]
+        for layer in (key for key in history[0] if key != "epoch"):
+            ax.plot(epochs, [h[layer] for h in history], label=layer)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("gradient SNR")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    return fig
+
+
+def run(
+    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
+) -> dict[str, Any]:
+    study = StudyRun(
+        "gradient-snr",
+        config,
+        out_dir,
+        argv=argv,
+        title="Gradient signal-to-noise ratio under SGD",
+        intro=(
+            "Galloway et al. (2018), section 4.1 and figure 2: per-layer SNR of the stochastic "
+            "gradients, ||mean grad|| / ||w|| over ||std grad||, for ReLU, tanh and batch-norm "
+            "MLPs on MNIST 3 vs 7 trained with constant-learning-rate SGD."
+        ),
+    )
+    (x, y), _ = three_v_seven(config.data_dir, config.n_train, None, config.seed)
+    histories: dict[str, list[dict[str, Any]]] = {}
+    metrics: dict[str, Any] = {}
+    for name, options in MODELS.items():
+        study.seed()
+        model = MLP(tuple(x.shape[1:]), 2, widths=config.widths, **options)
+        snr = GradientSNR()
+        final = Trainer(
+            model, (x, y), None, config.train, callbacks=[snr], progress=config.progress
+        ).fit()
+        histories[name] = snr.history
+        log_snr = np.log10([[v for k, v in h.items() if k != "epoch"] for h in snr.history])
+        metrics[f"{name}_plateau_epoch"] = plateau_epoch(log_snr.mean(axis=1))
+        metrics[f"{name}_final_log10_snr_spread"] = float(np.ptp(log_snr[-1]))
+        metrics[f"{name}_final_log10_snr_mean"] = float(log_snr[-1].mean())
+        metrics[f"{name}_train_accuracy"] = final["train_accuracy"]
+    study.figure(
+        _snr_figure(histories),
+        "snr",
+        "Gradient SNR per layer against epochs (log-log), for ReLU, tanh and ReLU + batch norm "
+        "(figure 2).",
+    )
+    order = [metrics[f"{m}_plateau_epoch"] for m in ("bn", "relu", "tanh")]
+    study.check(
+        "plateau_order_bn_relu_tanh",
+        "/".join(str(v) for v in order),
+        "BN < ReLU < tanh",
+        met=order[0] < order[1] < order[2],
+    )
+    study.check(
+        "bn_layers_collapse",
+        metrics["bn_final_log10_snr_spread"],
+        "< ReLU spread",
+        met=metrics["bn_final_log10_snr_spread"] < metrics["relu_final_log10_snr_spread"],
+    )
+    return study.finish(metrics)
