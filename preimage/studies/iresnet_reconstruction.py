@@ -41,7 +41,6 @@ from torch import Tensor
 
 from preimage.analysis.invariance import classification_error
 from preimage.analysis.operator_norm import lipschitz_certificate
-from preimage.data import load_train_test
 from preimage.errors import ConfigError
 from preimage.nn.iresblock import IResBlock
 from preimage.report.plots import image_grid, line_plot
@@ -314,14 +313,7 @@ def run(
             "each block."
         ),
     )
-    train, test = load_train_test(
-        config.dataset,
-        n_train=config.n_train,
-        n_test=config.n_test,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        device=study.device,
-    )
+    train, test = study.load_data(config.dataset, n_train=config.n_train, n_test=config.n_test)
     x_eval = test[0][: config.n_eval]
     grid = iteration_grid(config.max_iter, config.dense_iterations)
     metrics: dict[str, Any] = {"dataset": config.dataset, "max_iter": config.max_iter}

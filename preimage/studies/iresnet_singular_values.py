@@ -35,7 +35,6 @@ from torch import Tensor, nn
 
 from preimage.analysis.invariance import classification_error
 from preimage.analysis.operator_norm import lipschitz_certificate, operator_norm
-from preimage.data import load_train_test
 from preimage.errors import ConfigError
 from preimage.nn.iresblock import IResBlock
 from preimage.nn.spectral import SpectralConv2d
@@ -320,14 +319,7 @@ def run(
             "shown as trained and after converging their power iteration."
         ),
     )
-    train, test = load_train_test(
-        config.dataset,
-        n_train=None,
-        n_test=config.n_test,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        device=study.device,
-    )
+    train, test = study.load_data(config.dataset, n_train=None, n_test=config.n_test)
     sample = test[0][:1]
     norms: dict[str, tuple[list[float], float | None]] = {}
     rows: list[dict[str, Any]] = []
