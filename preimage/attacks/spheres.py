@@ -211,7 +211,6 @@ class SpheresPerturbationAttack(_SpheresAttack):
         ``distance`` = :math:`\|x^* - x\|_2`.
 
     Example:
-        >>> import torch
         >>> from preimage.data import sample_spheres
         >>> x, y = sample_spheres(100, d=50, r1=1.0, r2=1.3, seed=0)
         >>> clf = MisalignedSpheresClassifier.fit(x, y, unused=5)
