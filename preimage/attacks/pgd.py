@@ -206,12 +206,9 @@ class L2PGD(ProjectedGradientDescent):
     longer than :math:`\varepsilon`, and the random start is uniform in the ball (Voelker et al.
     (2017): the first :math:`n` coordinates of a uniform point on the :math:`(n+1)`-sphere).
 
-    Args:
-        steps: gradient steps per epsilon (Foolbox's L2 default is 50; see the module note).
-        rel_stepsize: step size relative to epsilon (Foolbox default 0.025).
-        abs_stepsize: absolute step size, takes precedence when given.
-        random_start: start uniformly in the ball.
-        bounds: the input box.
+    Args: those of :class:`ProjectedGradientDescent`; ``rel_stepsize`` defaults to Foolbox's
+    0.025 (Foolbox's L2 ``steps`` default is 50; see the module note) and ``random_start``
+    starts uniformly in the ball.
 
     Example:
         >>> import torch
@@ -256,12 +253,8 @@ class LinfPGD(ProjectedGradientDescent):
     The step follows the sign of the gradient, the projection clips every coordinate to
     :math:`[-\varepsilon, \varepsilon]` and the random start is uniform in that cube.
 
-    Args:
-        steps: gradient steps per epsilon (Foolbox default 40).
-        rel_stepsize: step size relative to epsilon (Foolbox default 0.01 / 0.3).
-        abs_stepsize: absolute step size, takes precedence when given.
-        random_start: start uniformly in the cube.
-        bounds: the input box.
+    Args: those of :class:`ProjectedGradientDescent`; ``steps`` defaults to Foolbox's 40,
+    ``rel_stepsize`` to Foolbox's 0.01 / 0.3, and ``random_start`` starts uniformly in the cube.
 
     Example:
         >>> import torch

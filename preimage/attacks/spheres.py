@@ -41,7 +41,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -161,6 +162,24 @@ class _SpheresAttack(Attack[AttackResult]):
             raise ConfigError(f"slack must lie in (0, 1), got {slack!r}")
         self.r1, self.r2, self.slack = float(r1), float(r2), float(slack)
 
+    # The subclass's success criterion (perturbation- or invariance-based).
+    success_fn: Callable[[nn.Module, RadiusOracle, Tensor, Tensor], Tensor]
+
+    @abstractmethod
+    def _move(self, clf: MisalignedSpheresClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The moved points and the mask of points the attack applies to."""
+
+    def run(self, model: nn.Module, inputs: Tensor) -> AttackResult:
+        clf = _check_model(model)
+        x = inputs
+        _check_points(x, clf.dim)
+        with torch.no_grad():
+            moved, applicable = self._move(clf, x)
+            x_adv = torch.where(applicable.unsqueeze(1), moved, x)
+            success = self.success_fn(clf, self.oracle, x, x_adv) & applicable
+            distance = (x_adv - x).norm(dim=1)
+        return AttackResult(x_adv, success, distance, {"applicable": applicable})
+
     def _grow_unused(self, clf: MisalignedSpheresClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
         """Rescale the unused block so that the point lands on the outer sphere."""
         used, rest = x[:, : clf.used], x[:, clf.used :]
@@ -192,7 +211,6 @@ class SpheresPerturbationAttack(_SpheresAttack):
         ``distance`` = :math:`\|x^* - x\|_2`.
 
     Example:
-        >>> import torch
         >>> from preimage.data import sample_spheres
         >>> x, y = sample_spheres(100, d=50, r1=1.0, r2=1.3, seed=0)
         >>> clf = MisalignedSpheresClassifier.fit(x, y, unused=5)
@@ -204,21 +222,15 @@ class SpheresPerturbationAttack(_SpheresAttack):
         Behrmann (thesis), *Invertibility and Domain Knowledge*, section 6.2.1, example 6.6.
     """
 
-    def run(self, model: nn.Module, inputs: Tensor) -> AttackResult:
-        clf = _check_model(model)
-        x = inputs
-        _check_points(x, clf.dim)
-        with torch.no_grad():
-            used_norm = clf.used_norm(x)
-            target = (1 - self.slack) * clf.bias
-            scale = target / used_norm.clamp_min(1e-30)
-            shrunk = torch.cat((x[:, : clf.used] * scale.unsqueeze(1), x[:, clf.used :]), dim=1)
-            moved, feasible = self._grow_unused(clf, shrunk)
-            applicable = (self.oracle(x) == 1) & (used_norm > clf.bias) & feasible
-            x_adv = torch.where(applicable.unsqueeze(1), moved, x)
-            success = perturbation_success(clf, self.oracle, x, x_adv) & applicable
-            distance = (x_adv - x).norm(dim=1)
-        return AttackResult(x_adv, success, distance, {"applicable": applicable})
+    success_fn = staticmethod(perturbation_success)
+
+    def _move(self, clf: MisalignedSpheresClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
+        used_norm = clf.used_norm(x)
+        target = (1 - self.slack) * clf.bias
+        scale = target / used_norm.clamp_min(1e-30)
+        shrunk = torch.cat((x[:, : clf.used] * scale.unsqueeze(1), x[:, clf.used :]), dim=1)
+        moved, feasible = self._grow_unused(clf, shrunk)
+        return moved, (self.oracle(x) == 1) & (used_norm > clf.bias) & feasible
 
 
 class SpheresInvarianceAttack(_SpheresAttack):
@@ -228,15 +240,9 @@ class SpheresInvarianceAttack(_SpheresAttack):
     :math:`\|x^*\|_2 = R_2`. The classifier cannot see the change, so it keeps deciding "inner"
     while the point now lies on the outer sphere. Outer points are returned unchanged.
 
-    Args:
-        r1: inner radius.
-        r2: outer radius.
-        slack: unused here (kept for a common signature with the perturbation attack).
-
-    Call:
-        ``attack(model, x) -> AttackResult`` with ``success`` =
-        :func:`~preimage.attacks.criteria.invariance_success` under the radius oracle and
-        ``distance`` = :math:`\|x^* - x\|_2`.
+    Args and call: as :class:`SpheresPerturbationAttack`, with ``success`` =
+    :func:`~preimage.attacks.criteria.invariance_success`; ``slack`` is unused here (kept for
+    the common signature).
 
     Example:
         >>> import torch
@@ -244,24 +250,22 @@ class SpheresInvarianceAttack(_SpheresAttack):
         >>> x, y = sample_spheres(100, d=50, r1=1.0, r2=1.3, seed=0)
         >>> clf = MisalignedSpheresClassifier.fit(x, y, unused=5)
         >>> res = SpheresInvarianceAttack(r1=1.0, r2=1.3)(clf, x)
-        >>> bool(res.success[y == 0].all()), bool(res.success[y == 1].any())
+        >>> inner = y == 0
+        >>> bool(res.success[inner].all()), bool(res.success[~inner].any())
         (True, False)
+        >>> radii = res.x_adv[inner].norm(dim=1)  # moved onto the outer sphere
+        >>> bool(torch.allclose(radii, torch.full_like(radii, 1.3)))
+        True
 
     References:
         Behrmann (thesis), *Invertibility and Domain Knowledge*, section 6.2.1, example 6.6.
     """
 
-    def run(self, model: nn.Module, inputs: Tensor) -> AttackResult:
-        clf = _check_model(model)
-        x = inputs
-        _check_points(x, clf.dim)
-        with torch.no_grad():
-            moved, feasible = self._grow_unused(clf, x)
-            applicable = (self.oracle(x) == 0) & feasible
-            x_adv = torch.where(applicable.unsqueeze(1), moved, x)
-            success = invariance_success(clf, self.oracle, x, x_adv) & applicable
-            distance = (x_adv - x).norm(dim=1)
-        return AttackResult(x_adv, success, distance, {"applicable": applicable})
+    success_fn = staticmethod(invariance_success)
+
+    def _move(self, clf: MisalignedSpheresClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
+        moved, feasible = self._grow_unused(clf, x)
+        return moved, (self.oracle(x) == 0) & feasible
 
 
 def accuracy_under_attack(

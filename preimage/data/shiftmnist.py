@@ -136,6 +136,16 @@ def binary_code_rows(height: int, num_classes: int = 10) -> tuple[int, ...]:
     return tuple(start + 2 * k for k in range(num_classes))
 
 
+def _check_variant_split(variant: str, split: str) -> None:
+    if variant not in SHIFTMNIST_VARIANTS:
+        raise ConfigError(
+            f"unknown shiftMNIST variant {variant!r}; choose one of "
+            f"{', '.join(SHIFTMNIST_VARIANTS)}"
+        )
+    if split not in SHIFTMNIST_SPLITS:
+        raise ConfigError(f"unknown shiftMNIST split {split!r}; choose one of train, test, adv")
+
+
 def composite_texture(
     digits: Tensor, textures: Tensor, contrast: float = DEFAULT_CONTRAST
 ) -> Tensor:
@@ -225,13 +235,7 @@ def make_shiftmnist(
         >>> bool(torch.equal(adv, x))
         True
     """
-    if variant not in SHIFTMNIST_VARIANTS:
-        raise ConfigError(
-            f"unknown shiftMNIST variant {variant!r}; choose one of "
-            f"{', '.join(SHIFTMNIST_VARIANTS)}"
-        )
-    if split not in _STREAMS:
-        raise ConfigError(f"unknown shiftMNIST split {split!r}; choose one of train, test, adv")
+    _check_variant_split(variant, split)
     if not 0 <= seed < 2**63:
         raise ConfigError(f"seed must lie in [0, 2**63), got {seed}")
     _check_inputs(images, labels, num_classes)
@@ -303,13 +307,7 @@ def load_shiftmnist(
         ...
         preimage.errors.ConfigError: unknown shiftMNIST split 'validation'; choose one of ...
     """
-    if variant not in SHIFTMNIST_VARIANTS:
-        raise ConfigError(
-            f"unknown shiftMNIST variant {variant!r}; choose one of "
-            f"{', '.join(SHIFTMNIST_VARIANTS)}"
-        )
-    if split not in SHIFTMNIST_SPLITS:
-        raise ConfigError(f"unknown shiftMNIST split {split!r}; choose one of train, test, adv")
+    _check_variant_split(variant, split)
     from preimage.data.registry import DatasetSplit
 
     mnist_split: Literal["train", "test"] = "train" if split == "train" else "test"

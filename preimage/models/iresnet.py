@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -81,6 +81,7 @@ __all__ = [
 
 Readout = Literal["linear", "first", "dct"]
 _LOGDET_MODES = ("roulette", "series", "neumann", "exact", "none")
+_C = TypeVar("_C", bound="IResNetBodyConfig")
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,22 @@ class IResNetBase(InvertibleModule):
     code_dim: int
     block_dims: tuple[int, ...]
 
+    def _configure(self, config_type: type[_C], in_shape: Shape, kwargs: dict[str, Any]) -> _C:
+        """Set ``cfg`` (``config_type(**kwargs)``), ``in_shape`` and ``dim``; returns ``cfg``.
+
+        Raises:
+            ConfigError: a key of ``kwargs`` that is no field of ``config_type``.
+        """
+        unknown = set(kwargs) - {f.name for f in fields(config_type)}
+        if unknown:
+            name = type(self).__name__
+            raise ConfigError(f"unknown {name} options: {', '.join(sorted(unknown))}")
+        cfg = config_type(**kwargs)
+        self.cfg = cfg
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.dim = flat_dim(self.in_shape)
+        return cfg
+
     def _init_body(self, built: tuple[InvertibleSequential, Shape, tuple[int, ...]]) -> None:
         self.net, out_shape, self.block_dims = built
         self.code_dim = flat_dim(out_shape)
@@ -354,13 +371,8 @@ class _IResNetClassifier(IResNetBase):
 
     def _setup(self, in_shape: Shape, num_classes: int, kwargs: dict[str, Any]) -> None:
         name = type(self).__name__
-        unknown = set(kwargs) - {f.name for f in fields(IResNetConfig)}
-        if unknown:
-            raise ConfigError(f"unknown {name} options: {', '.join(sorted(unknown))}")
-        self.cfg = IResNetConfig(**kwargs)
-        self.in_shape = tuple(int(s) for s in in_shape)
+        self._configure(IResNetConfig, in_shape, kwargs)
         self.num_classes = int(num_classes)
-        self.dim = flat_dim(self.in_shape)
         if len(self.in_shape) != 3:
             raise ShapeError(f"{name} takes (C, H, W) inputs, got {self.in_shape}")
         if not 1 < self.num_classes <= self.dim:

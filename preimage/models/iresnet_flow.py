@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ from torch import Tensor
 from preimage.analysis.operator_norm import lipschitz_certificate
 from preimage.errors import ConfigError, ConvergenceError
 from preimage.models.iresnet import IResNetBase, IResNetBodyConfig, block_settings, iresnet_body
-from preimage.nn.base import Shape, flat_dim
+from preimage.nn.base import Shape
 from preimage.nn.iresblock import LogdetMode
 from preimage.nn.logdet import Probe, series_terms_needed, series_truncation_bound
 from preimage.train.augment import dequantize
@@ -138,13 +138,7 @@ class IResNetFlow(IResNetBase):
 
     def __init__(self, in_shape: Shape, **kwargs: Any) -> None:
         super().__init__()
-        unknown = set(kwargs) - {f.name for f in fields(IResNetFlowConfig)}
-        if unknown:
-            raise ConfigError(f"unknown IResNetFlow options: {', '.join(sorted(unknown))}")
-        self.cfg = IResNetFlowConfig(**kwargs)
-        self.in_shape = tuple(int(s) for s in in_shape)
-        self.dim = flat_dim(self.in_shape)
-        cfg = self.cfg
+        cfg = self._configure(IResNetFlowConfig, in_shape, kwargs)
         self._init_body(
             iresnet_body(
                 self.in_shape,

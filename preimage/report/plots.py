@@ -428,6 +428,35 @@ def _grid_figsize(
     )
 
 
+def _mosaic_figure(
+    mosaic: _Mosaic,
+    extra_inches: tuple[float, float],
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    row_labels: Sequence[str] | None,
+    col_labels: Sequence[str] | None,
+) -> tuple[Figure, Axes, float]:
+    """A figure holding only ``mosaic``, sized to its cells plus ``extra_inches`` (width,
+    height) for labels and titles; returns it, its axes and the cell size in inches."""
+    n_rows, n_cols = len(mosaic.rows), len(mosaic.cols)
+    cell = _cell_inches(n_cols)
+    size = _grid_figsize(n_rows, n_cols, mosaic.height, mosaic.width, *extra_inches)
+    fig = _new_figure(*size)
+    ax = fig.add_subplot()
+    _draw_mosaic(
+        ax,
+        mosaic,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        row_labels=row_labels,
+        col_labels=col_labels,
+        cell_inches=cell,
+    )
+    return fig, ax, cell
+
+
 def image_grid(
     images: ArrayLike,
     *,
@@ -494,21 +523,9 @@ def image_grid(
 
     gap = _gap(height, width)
     mosaic = _mosaic(cells, present, [gap] * (n_rows - 1), [gap] * (n_cols - 1), vmin, vmax)
-    cell = _cell_inches(n_cols)
     extra_w = 0.3 + (0.1 * max(len(s) for s in rows) if rows else 0.0)
     extra_h = 0.3 + (0.35 if cols else 0.0) + (0.4 if title else 0.0)
-    fig = _new_figure(*_grid_figsize(n_rows, n_cols, height, width, extra_w, extra_h))
-    ax = fig.add_subplot()
-    _draw_mosaic(
-        ax,
-        mosaic,
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        row_labels=rows,
-        col_labels=cols,
-        cell_inches=cell,
-    )
+    fig, ax, cell = _mosaic_figure(mosaic, (extra_w, extra_h), cmap, vmin, vmax, rows, cols)
     if per_cell is not None:
         grid = np.full(present.shape, "", dtype=object)
         grid[present] = per_cell
@@ -690,21 +707,17 @@ def metamer_grid(
         vmin,
         vmax,
     )
-    cell = _cell_inches(n_cols + 1)
     longest_row = max((len(s) for s in rows), default=0) if rows else 0
     extra_w = 0.7 + 0.08 * longest_row
     extra_h = 0.9 + (0.25 if cols else 0.0)
-    fig = _new_figure(*_grid_figsize(n_rows + 1, n_cols + 1, height, width, extra_w, extra_h))
-    ax = fig.add_subplot()
-    _draw_mosaic(
-        ax,
+    fig, ax, cell = _mosaic_figure(
         mosaic,
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        row_labels=None if rows is None else ["", *rows],
-        col_labels=None if cols is None else ["", *cols],
-        cell_inches=cell,
+        (extra_w, extra_h),
+        cmap,
+        vmin,
+        vmax,
+        None if rows is None else ["", *rows],
+        None if cols is None else ["", *cols],
     )
     ax.set_xlabel(r"nuisance source $b_j$ (gives $z_n$) →", fontsize=9)
     ax.set_ylabel(r"← logit source $a_i$ (gives $z_s$)", fontsize=9)

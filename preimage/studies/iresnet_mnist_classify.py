@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from preimage.data import load_train_test
 from preimage.errors import ConvergenceError
 from preimage.models.iresnet import IResNetConfig, IResNetLinear, build_iresnet
 from preimage.report.plots import reconstruction_figure, training_curves
@@ -159,14 +158,7 @@ def run(
             f"{config.dataset} training images; test error on {config.n_test} test images."
         ),
     )
-    train, test = load_train_test(
-        config.dataset,
-        n_train=config.n_train,
-        n_test=config.n_test,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        device=study.device,
-    )
+    train, test = study.load_data(config.dataset, n_train=config.n_train, n_test=config.n_test)
     study.seed()
     model = build_iresnet(tuple(train[0].shape[1:]), 10, **asdict(config.model))
     recipe = replace(t, seed=config.seed, device=str(study.device))

@@ -34,7 +34,6 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from preimage.data import load_train_test
 from preimage.errors import ConvergenceError
 from preimage.models.iresnet_flow import BitsPerDim, IResNetFlow, IResNetFlowConfig
 from preimage.report.plots import image_grid, training_curves
@@ -217,13 +216,8 @@ def run(
             f"for {t.epochs} epoch(s) on {config.n_train or 'all'} {config.dataset} images."
         ),
     )
-    train, (x_test, _) = load_train_test(
-        config.dataset,
-        n_train=config.n_train,
-        n_test=config.n_eval,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        device=study.device,
+    train, (x_test, _) = study.load_data(
+        config.dataset, n_train=config.n_train, n_test=config.n_eval
     )
     study.seed()
     model = IResNetFlow(tuple(train[0].shape[1:]), **asdict(m))

@@ -32,7 +32,7 @@ import copy
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,40 +41,30 @@ from torch import Tensor
 
 from preimage.analysis.invariance import classification_error
 from preimage.analysis.operator_norm import lipschitz_certificate
-from preimage.data import load_train_test
 from preimage.errors import ConfigError
 from preimage.nn.iresblock import IResBlock
 from preimage.report.plots import image_grid, line_plot
-from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun
 from preimage.studies.residual_parts import (
     ResidualClassifier,
-    ResidualClassifierConfig,
-    adam_recipe,
+    ResidualStudyConfig,
     converge_spectral,
     fixed_point_trace,
     invert_with_iterations,
     trained_classifier,
 )
-from preimage.train import TrainConfig
 from preimage.train.checkpoint import save_checkpoint
 
 __all__ = ["Config", "iteration_grid", "run"]
 
 
 @dataclass(frozen=True)
-class Config(StudyConfig):
-    """Settings of the reconstruction study (defaults: the ``cpu`` budget).
+class Config(ResidualStudyConfig):
+    """Settings of the reconstruction study (defaults: the ``cpu`` budget): the fields of
+    :class:`~preimage.studies.residual_parts.ResidualStudyConfig` (``coeffs``: the
+    i-ResNets), and
 
     Attributes:
-        dataset: ``"mnist"`` or ``"digits"``.
-        coeffs: spectral coefficients of the i-ResNets.
-        model: architecture of every network
-            (:class:`~preimage.studies.residual_parts.ResidualClassifierConfig`).
-        train: training of every network (:class:`~preimage.train.TrainConfig`, by default
-            :func:`~preimage.studies.residual_parts.adam_recipe`: plain Adam, constant learning
-            rate, no augmentation; its ``seed`` and ``device`` follow the study's, network
-            ``i`` trains with ``seed + i``).
         n_train: training images, a random subset (``None``: all).
         n_test: test images for the accuracy, a random subset.
         n_eval: images reconstructed (the first of the test subset).
@@ -85,12 +75,6 @@ class Config(StudyConfig):
         max_iter_target: target on the steps needed at the largest ``c``.
     """
 
-    dataset: str = "mnist"
-    coeffs: tuple[float, ...] = (0.5, 0.7, 0.9)
-    model: ResidualClassifierConfig = field(default_factory=ResidualClassifierConfig)
-    train: TrainConfig = field(
-        default_factory=lambda: adam_recipe(epochs=2, max_steps_per_epoch=750)
-    )
     n_train: int | None = None
     n_test: int = 2000
     n_eval: int = 32
@@ -101,25 +85,15 @@ class Config(StudyConfig):
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "dataset": "digits",
-            "model.n_blocks": 2,
-            "model.hidden": 16,
+            **ResidualStudyConfig.BUDGETS["smoke"],
             "train.epochs": 4,
-            "train.max_steps_per_epoch": 20,
-            "train.lr": 3e-3,
             "n_test": 200,
             "n_eval": 16,
             "max_iter": 30,
             "dense_iterations": 20,
         },
         "cpu": {},
-        "paper": {
-            "model.n_blocks": 21,
-            "model.hidden": 64,
-            "train.epochs": 43,
-            "train.max_steps_per_epoch": None,
-            "train.batch_size": 128,
-        },
+        "paper": ResidualStudyConfig.BUDGETS["paper"],
     }
 
 
@@ -314,14 +288,7 @@ def run(
             "each block."
         ),
     )
-    train, test = load_train_test(
-        config.dataset,
-        n_train=config.n_train,
-        n_test=config.n_test,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        device=study.device,
-    )
+    train, test = study.load_data(config.dataset, n_train=config.n_train, n_test=config.n_test)
     x_eval = test[0][: config.n_eval]
     grid = iteration_grid(config.max_iter, config.dense_iterations)
     metrics: dict[str, Any] = {"dataset": config.dataset, "max_iter": config.max_iter}

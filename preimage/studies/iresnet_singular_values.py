@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,73 +35,46 @@ from torch import Tensor, nn
 
 from preimage.analysis.invariance import classification_error
 from preimage.analysis.operator_norm import lipschitz_certificate, operator_norm
-from preimage.data import load_train_test
 from preimage.errors import ConfigError
 from preimage.nn.iresblock import IResBlock
 from preimage.nn.spectral import SpectralConv2d
-from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun
 from preimage.studies.residual_parts import (
     ResidualClassifier,
-    ResidualClassifierConfig,
-    adam_recipe,
+    ResidualStudyConfig,
     converge_spectral,
     trained_classifier,
 )
-from preimage.train import TrainConfig
 from preimage.train.checkpoint import save_checkpoint
 
 __all__ = ["Config", "conv_norms", "conv_shapes", "run"]
 
 
 @dataclass(frozen=True)
-class Config(StudyConfig):
-    """Settings of the singular-value study (defaults: the ``cpu`` budget).
+class Config(ResidualStudyConfig):
+    """Settings of the singular-value study (defaults: the ``cpu`` budget): the fields of
+    :class:`~preimage.studies.residual_parts.ResidualStudyConfig` (``coeffs``: the
+    normalised models), and
 
     Attributes:
-        dataset: ``"mnist"`` or ``"digits"``.
-        coeffs: spectral coefficients of the normalised models.
-        model: architecture of every network
-            (:class:`~preimage.studies.residual_parts.ResidualClassifierConfig`).
-        train: training of every network (:class:`~preimage.train.TrainConfig`, by default
-            :func:`~preimage.studies.residual_parts.adam_recipe`: plain Adam, constant learning
-            rate, no augmentation; its ``seed`` and ``device`` follow the study's, network
-            ``i`` trains with ``seed + i``).
         n_test: test images for the accuracy, a random subset.
         tolerance: relative slack allowed above ``c`` (the target is ``c (1 + tolerance)``).
         violating_bound: block Lipschitz bound produced by the deliberately unconstrained layer.
     """
 
-    dataset: str = "mnist"
-    coeffs: tuple[float, ...] = (0.5, 0.7, 0.9)
-    model: ResidualClassifierConfig = field(default_factory=ResidualClassifierConfig)
-    train: TrainConfig = field(
-        default_factory=lambda: adam_recipe(epochs=2, max_steps_per_epoch=750)
-    )
     n_test: int = 2000
     tolerance: float = 1e-3
     violating_bound: float = 1.5
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "dataset": "digits",
+            **ResidualStudyConfig.BUDGETS["smoke"],
             "coeffs": (0.5, 0.9),
-            "model.n_blocks": 2,
-            "model.hidden": 16,
             "train.epochs": 3,
-            "train.max_steps_per_epoch": 20,
-            "train.lr": 3e-3,
             "n_test": 200,
         },
         "cpu": {},
-        "paper": {
-            "coeffs": (0.3, 0.5, 0.7, 0.9),
-            "model.n_blocks": 21,
-            "model.hidden": 64,
-            "train.epochs": 43,
-            "train.max_steps_per_epoch": None,
-            "train.batch_size": 128,
-        },
+        "paper": {**ResidualStudyConfig.BUDGETS["paper"], "coeffs": (0.3, 0.5, 0.7, 0.9)},
     }
 
 
@@ -320,14 +293,7 @@ def run(
             "shown as trained and after converging their power iteration."
         ),
     )
-    train, test = load_train_test(
-        config.dataset,
-        n_train=None,
-        n_test=config.n_test,
-        seed=config.seed,
-        data_dir=config.data_dir,
-        device=study.device,
-    )
+    train, test = study.load_data(config.dataset, n_train=None, n_test=config.n_test)
     sample = test[0][:1]
     norms: dict[str, tuple[list[float], float | None]] = {}
     rows: list[dict[str, Any]] = []

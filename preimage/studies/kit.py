@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from preimage.data import load_train_test
+from preimage.data.subsets import Pair
 from preimage.errors import ConfigError
 from preimage.report import Report
 from preimage.report.plots import save_figure
@@ -196,6 +198,20 @@ class StudyRun:
     def checkpoint_path(self, name: str) -> Path:
         """``checkpoints/<name>.safetensors`` of the run."""
         return self.dir.checkpoint_path(name)
+
+    def load_data(
+        self, dataset: str, *, n_train: int | None, n_test: int | None
+    ) -> tuple[Pair, Pair]:
+        """Train and test subsets of ``dataset`` on the run's device, drawn with the config's
+        ``seed`` and read from its ``data_dir`` (:func:`~preimage.data.load_train_test`)."""
+        return load_train_test(
+            dataset,
+            n_train=n_train,
+            n_test=n_test,
+            seed=self.config.seed,
+            data_dir=self.config.data_dir,
+            device=self.device,
+        )
 
     def heading(self, text: str, level: int = 2) -> None:
         """A report heading."""

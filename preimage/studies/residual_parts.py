@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,11 +24,13 @@ from preimage.models.residual import ResidualClassifier, plain_conv_branch
 from preimage.nn.base import InvertibleSequential
 from preimage.nn.iresblock import IResBlock
 from preimage.nn.spectral import converge_spectral
+from preimage.studies.base import StudyConfig
 from preimage.train import TrainConfig, Trainer
 
 __all__ = [
     "ResidualClassifier",
     "ResidualClassifierConfig",
+    "ResidualStudyConfig",
     "adam_recipe",
     "converge_spectral",
     "fixed_point_trace",
@@ -182,3 +184,48 @@ def fixed_point_trace(
                 bound = torch.minimum(lip**k * first, lip * step) / (1.0 - lip)
                 bounds[k - 1] = float(bound.max())
     return errors, bounds
+
+
+@dataclass(frozen=True)
+class ResidualStudyConfig(StudyConfig):
+    """Fields shared by the chapter-4 studies that train several :class:`ResidualClassifier`
+    (defaults: the ``cpu`` budget; the ``smoke`` and ``paper`` budgets hold the overrides
+    those studies share, which each study extends).
+
+    Attributes:
+        dataset: ``"mnist"`` or ``"digits"``.
+        coeffs: spectral coefficients of the networks.
+        model: architecture of every network (:class:`ResidualClassifierConfig`).
+        train: training of every network (:class:`~preimage.train.TrainConfig`, by default
+            :func:`adam_recipe`: plain Adam, constant learning rate, no augmentation; its
+            ``seed`` and ``device`` follow the study's, network ``i`` trains with ``seed + i``).
+
+    Example:
+        >>> ResidualStudyConfig.for_budget("smoke").model.n_blocks
+        2
+    """
+
+    dataset: str = "mnist"
+    coeffs: tuple[float, ...] = (0.5, 0.7, 0.9)
+    model: ResidualClassifierConfig = field(default_factory=ResidualClassifierConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: adam_recipe(epochs=2, max_steps_per_epoch=750)
+    )
+
+    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {
+            "dataset": "digits",
+            "model.n_blocks": 2,
+            "model.hidden": 16,
+            "train.max_steps_per_epoch": 20,
+            "train.lr": 3e-3,
+        },
+        "cpu": {},
+        "paper": {
+            "model.n_blocks": 21,
+            "model.hidden": 64,
+            "train.epochs": 43,
+            "train.max_steps_per_epoch": None,
+            "train.batch_size": 128,
+        },
+    }

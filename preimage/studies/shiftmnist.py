@@ -81,6 +81,14 @@ class ShiftConfig(cim.IceStudyConfig):
         n_train_error: training images the D_train error is measured on.
         texture_dir: a Describable Textures Dataset folder (texture variant; ``None``: the
             textures bundled with scikit-image).
+
+    Each variant is a subclass that sets ``VARIANT`` and ``MIN_GAIN_POINTS``.
+
+    Example:
+        >>> BinaryConfig.for_budget("smoke").train.epochs, BinaryConfig.VARIANT
+        (1, 'binary')
+        >>> TextureConfig.for_budget("paper").model.blocks_per_stage, TextureConfig.VARIANT
+        (16, 'texture')
     """
 
     VARIANT: ClassVar[str] = "binary"
@@ -102,12 +110,7 @@ class ShiftConfig(cim.IceStudyConfig):
 
 @dataclass(frozen=True)
 class BinaryConfig(ShiftConfig):
-    """Binary shiftMNIST (figure 8 (a)); target: iCE D_adv error >= 15 points below CE's.
-
-    Example:
-        >>> BinaryConfig.for_budget("smoke").train.epochs, BinaryConfig.VARIANT
-        (1, 'binary')
-    """
+    """Binary shiftMNIST (figure 8 (a)); target: iCE D_adv error >= 15 points below CE's."""
 
     VARIANT: ClassVar[str] = "binary"
     MIN_GAIN_POINTS: ClassVar[float] = 15.0
@@ -115,12 +118,7 @@ class BinaryConfig(ShiftConfig):
 
 @dataclass(frozen=True)
 class TextureConfig(ShiftConfig):
-    """Texture shiftMNIST (figure 8 (b)); target: iCE D_adv error >= 10 points below CE's.
-
-    Example:
-        >>> TextureConfig.for_budget("paper").model.blocks_per_stage, TextureConfig.VARIANT
-        (16, 'texture')
-    """
+    """Texture shiftMNIST (figure 8 (b)); target: iCE D_adv error >= 10 points below CE's."""
 
     VARIANT: ClassVar[str] = "texture"
     MIN_GAIN_POINTS: ClassVar[float] = 10.0
