@@ -12,6 +12,12 @@ from preimage.models.iresnet import (
     IResNetFlowConfig,
     build_iresnet_flow,
 )
+from preimage.models.isotopenet import (
+    IsotopeNet,
+    ResidualNet1D,
+    count_parameters,
+    receptive_field,
+)
 from preimage.models.registry import MODELS, build_model
 
 __all__ = [
@@ -25,6 +31,10 @@ __all__ = [
     "IResNetConfig",
     "IResNetFlow",
     "IResNetFlowConfig",
+    "IsotopeNet",
+    "ResidualNet1D",
     "build_iresnet_flow",
     "build_model",
+    "count_parameters",
+    "receptive_field",
 ]

@@ -18,6 +18,7 @@ from preimage.errors import ConfigError
 from preimage.models.baselines import CNN
 from preimage.models.firevnet import FiRevNet
 from preimage.models.iresnet import IResNet, build_iresnet_flow
+from preimage.models.isotopenet import IsotopeNet, ResidualNet1D
 
 __all__ = ["MODELS", "build_model"]
 
@@ -26,6 +27,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fi-revnet": FiRevNet,
     "i-resnet": IResNet,
     "i-resnet-flow": build_iresnet_flow,
+    "isotopenet": IsotopeNet,
+    "residualnet-1d": ResidualNet1D,
 }
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""
 

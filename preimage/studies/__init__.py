@@ -29,6 +29,8 @@ STUDIES: dict[str, str] = {
     "toy-density": "preimage.studies.toy_density",
     "iresnet-mnist-classify": "preimage.studies.iresnet_mnist_classify",
     "iresnet-mnist-flow": "preimage.studies.iresnet_mnist_flow",
+    # Domain knowledge for imaging mass spectrometry (thesis chapter 7).
+    "ims-classify": "preimage.studies.ims_classify",
 }
 """Study name -> module path; modules are imported on demand (their imports are heavy)."""
 
