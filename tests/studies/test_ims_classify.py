@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from preimage.data import synthetic_tma, write_imzml
 from preimage.studies import get_study
 from preimage.studies import ims_classify as study
 
@@ -51,3 +52,16 @@ def test_baseline_follows_the_class_signal(runs: dict) -> None:
     assert on["roclda_top10_planted_fraction"] > off["roclda_top10_planted_fraction"]
     assert "target_null_isotopenet_spot_met" in off
     assert "target_isotopenet_above_roclda_spot_met" not in off
+
+
+def test_imzml_path_gives_the_synthetic_results(runs: dict, tmp_path: Path) -> None:
+    # The same spots through write_imzml / load_imzml must give the same baseline figures.
+    imzml, table = write_imzml(synthetic_tma("tiny", seed=0), tmp_path / "data" / "tiny")
+    config = study.Config.for_budget(
+        "smoke", progress=False, imzml=str(imzml), metadata=str(table), models=("isotopenet",)
+    )
+    metrics = study.run(config, tmp_path / "run")
+    _, synthetic = runs[1.0]
+    for key in ("n_spots", "n_cores", "roclda_spot_best", "roclda_core_worst", "roclda_best_k"):
+        assert metrics[key] == synthetic[key], key
+    assert "roclda_top10_planted_fraction" not in metrics
