@@ -290,6 +290,9 @@ def run(
         metrics[f"{name}_core_median"], metrics[f"{name}_core_iqr"] = median_iqr(per_core)
     if data.planted_mz.size:
         metrics["roclda_top10_planted_fraction"] = _planted_fraction(data, roc_ranking(x, y), 10)
+        # Chance level of that share: the fraction of all bins on a planted envelope.
+        every_bin = np.arange(data.n_bins)
+        metrics["planted_bins_fraction"] = _planted_fraction(data, every_bin, data.n_bins)
     _report(study, config, data, metrics, per_fold, sensitivity)
     _targets(study, config, metrics)
     return study.finish(metrics)

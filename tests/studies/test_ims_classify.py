@@ -50,6 +50,7 @@ def test_baseline_follows_the_class_signal(runs: dict) -> None:
     assert on["roclda_spot_best"] > 0.8 and on["roclda_core_worst"] > 0.8
     assert off["roclda_spot_worst"] < 0.6
     assert on["roclda_top10_planted_fraction"] > off["roclda_top10_planted_fraction"]
+    assert on["roclda_top10_planted_fraction"] > on["planted_bins_fraction"]
     assert "target_null_isotopenet_spot_met" in off
     assert "target_isotopenet_above_roclda_spot_met" not in off
 
