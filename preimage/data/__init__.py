@@ -1,5 +1,6 @@
 """Datasets: MNIST (IDX files, checksums, download), scikit-learn's 8x8 digits, Adversarial
-Spheres, shiftMNIST and its textures, and a registry that loads any of them by name.
+Spheres, shiftMNIST and its textures, imaging mass spectrometry (imzML, synthetic TMAs, the
+averagine isotope model), and a registry that loads any of them by name.
 
 References:
     Jacobsen et al. (2019), Excessive Invariance Causes Adversarial Vulnerability, section 4 and
@@ -8,7 +9,9 @@ References:
 
 from __future__ import annotations
 
+from preimage.data.averagine import averagine_envelope, isotope_pattern_bins
 from preimage.data.digits import DIGITS_MAX_INTENSITY, load_digits
+from preimage.data.ims import ImsDataset, load_imzml, write_imzml
 from preimage.data.mnist import (
     MNIST_FILES,
     MNIST_MIRRORS,
@@ -36,6 +39,7 @@ from preimage.data.textures import (
     load_skimage_textures,
     load_textures,
 )
+from preimage.data.tma_synthetic import TMA_PRESETS, SyntheticTmaConfig, synthetic_tma, tof_edges
 
 __all__ = [
     "DATASETS",
@@ -49,17 +53,23 @@ __all__ = [
     "SHIFTMNIST_VARIANTS",
     "SPHERES_DEFAULT_N",
     "SVHN_FILES",
+    "TMA_PRESETS",
     "DatasetSplit",
+    "ImsDataset",
+    "SyntheticTmaConfig",
     "TextureBank",
     "ZCAWhitener",
+    "averagine_envelope",
     "class_subset",
     "data_root",
     "dataset_dir",
     "download_mnist",
     "grayscale",
+    "isotope_pattern_bins",
     "load_dataset",
     "load_digits",
     "load_dtd_textures",
+    "load_imzml",
     "load_mnist",
     "load_shiftmnist",
     "load_skimage_textures",
@@ -74,4 +84,7 @@ __all__ = [
     "sample_spheres",
     "sphere_label",
     "subset",
+    "synthetic_tma",
+    "tof_edges",
+    "write_imzml",
 ]

@@ -11,6 +11,12 @@ from preimage.models.iresnet_flow import (
     IResNetFlowConfig,
     build_iresnet_flow,
 )
+from preimage.models.isotopenet import (
+    IsotopeNet,
+    ResidualNet1D,
+    count_parameters,
+    receptive_field,
+)
 from preimage.models.mlp import MLP
 from preimage.models.registry import MODELS, build_model
 from preimage.models.residual import ResidualClassifier, plain_conv_branch
@@ -30,9 +36,13 @@ __all__ = [
     "IResNetFlow",
     "IResNetFlowConfig",
     "IResNetLinear",
+    "IsotopeNet",
     "ResidualClassifier",
+    "ResidualNet1D",
     "build_iresnet",
     "build_iresnet_flow",
     "build_model",
+    "count_parameters",
     "plain_conv_branch",
+    "receptive_field",
 ]

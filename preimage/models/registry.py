@@ -19,6 +19,7 @@ from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
 from preimage.models.iresnet import IResNetConfig, build_iresnet
 from preimage.models.iresnet_flow import IResNetFlowConfig, build_iresnet_flow
+from preimage.models.isotopenet import IsotopeNet, ResidualNet1D
 from preimage.models.mlp import MLP
 from preimage.models.svhn_cnn import SVHNCNN
 
@@ -31,6 +32,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "i-resnet-flow": build_iresnet_flow,
     "mlp": MLP,
     "svhn-cnn": SVHNCNN,
+    "isotopenet": IsotopeNet,
+    "residualnet-1d": ResidualNet1D,
 }
 """Model name -> constructor ``(in_shape, num_classes, **options)``."""
 

@@ -37,6 +37,8 @@ STUDIES: dict[str, str] = {
     "label-prototypes": "preimage.studies.label_prototypes",
     "random-labels": "preimage.studies.random_labels",
     "sphere-packing": "preimage.studies.sphere_packing",
+    # Domain knowledge for imaging mass spectrometry (thesis chapter 7).
+    "ims-classify": "preimage.studies.ims_classify",
 }
 """Study name -> module path (``"module:Variant"`` for one variant of a module); modules are
 imported on demand (their imports are heavy)."""

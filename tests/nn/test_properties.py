@@ -23,7 +23,18 @@ from safetensors.torch import load, save
 from torch import nn
 
 import preimage.models
-from preimage.models import CNN, FiRevNet, IResNet, IResNetFlow, IResNetLinear, ResidualClassifier
+from preimage.models import (
+    CNN,
+    MLP,
+    SVHNCNN,
+    FiRevNet,
+    IResNet,
+    IResNetFlow,
+    IResNetLinear,
+    IsotopeNet,
+    ResidualClassifier,
+    ResidualNet1D,
+)
 from preimage.models.iresnet import IResNetBase
 from preimage.nn import (
     ActNorm,
@@ -354,6 +365,10 @@ def _subclasses(cls: type) -> set[type]:
 # Models that are no InvertibleModule: their invertible part has a case, or they are plain nets.
 NON_INVERTIBLE_MODELS = {
     CNN: "baseline CNN, no inverse",
+    MLP: "plain MLP of the rate-distortion studies, no inverse",
+    SVHNCNN: "SVHN CNN of the rate-distortion paper (table 3), no inverse",
+    IsotopeNet: "1-D mass-spectrum classifier (thesis table 7.2), no inverse",
+    ResidualNet1D: "1-D mass-spectrum ResNet (thesis table A.1), no inverse",
     IResNetLinear: "case iresnet-linear-body (its head is a plain linear classifier)",
     ResidualClassifier: "case residual-classifier-body (its head is a plain linear layer)",
 }

@@ -1,0 +1,321 @@
+r"""The thesis' evaluation protocol for tumour typing from IMS spectra (section 7.4).
+
+* **Folds**: randomised :math:`k`-fold cross-validation on TMA level (:func:`tma_folds`): the
+  TMAs are shuffled and dealt to the folds, so no TMA (measurement) ever contributes spots to
+  both the training and the test side of a fold.
+* **Scores**: balanced accuracy :math:`\tfrac12(TP/P + TN/N)` at spot level and at core level,
+  a core taking the majority vote of its spots' predictions (:func:`core_vote`).
+* **Baseline ROC/LDA** (Boskamp et al. 2017): per m/z bin the Mann-Whitney-Wilcoxon statistic
+  of the two classes (:func:`mann_whitney_auc`, via :func:`scipy.stats.mannwhitneyu`), the
+  :math:`K` most discriminative bins for :math:`K = 5..100`, and a linear discriminant
+  analysis (scikit-learn) on them (:func:`roc_lda_predict`); worst and best :math:`K` are
+  reported.
+* **Networks** (:func:`cross_validate_network`): one model per fold trained with
+  :class:`~preimage.train.Trainer`; a whole cross-validation is repeated with different seeds
+  and the median and interquartile range over repetitions reported (:func:`median_iqr`).
+
+Scores of one cross-validation are computed on the pooled out-of-fold predictions (every spot
+is predicted exactly once, by the model that did not see its TMA); :func:`fold_scores` gives the
+per-fold values the thesis' box plots show (figure 7.5, right).
+
+References:
+    Behrmann (thesis), *Invertibility and Domain Knowledge*, section 7.4 and figure 7.5.
+    Boskamp et al. (2017), *A new classification method for MALDI imaging mass spectrometry
+    data acquired on formalin-fixed paraffin-embedded tissue samples*, BBA Proteins Proteom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from scipy.stats import mannwhitneyu
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.metrics import balanced_accuracy_score
+from torch import nn
+
+from preimage.errors import ConfigError, DataError, ShapeError
+from preimage.train import TrainConfig, Trainer
+
+__all__ = [
+    "DEFAULT_KS",
+    "CvPredictions",
+    "balanced_accuracy",
+    "core_balanced_accuracy",
+    "core_vote",
+    "cross_validate_network",
+    "cross_validate_roc_lda",
+    "fold_scores",
+    "mann_whitney_auc",
+    "median_iqr",
+    "roc_lda_predict",
+    "tma_folds",
+]
+
+DEFAULT_KS: tuple[int, ...] = tuple(range(5, 101))
+"""Numbers of features the ROC/LDA baseline tries (thesis: K = 5 to 100)."""
+
+Fold = tuple[np.ndarray, np.ndarray]
+
+
+def tma_folds(tma: ArrayLike, n_folds: int = 4, *, seed: int = 0) -> list[Fold]:
+    r"""Randomised ``n_folds``-fold cross-validation grouped by TMA.
+
+    The distinct TMAs are shuffled with ``seed`` and dealt round-robin to the folds (12 TMAs give
+    3 per fold); fold :math:`f` tests on the spots of its TMAs and trains on all others.
+
+    Returns:
+        ``[(train_index, test_index), ...]``, int64 arrays of spot indices.
+
+    Raises:
+        ConfigError: fewer TMAs than folds, or fewer than 2 folds.
+
+    Example:
+        >>> folds = tma_folds([0, 0, 1, 2, 3, 3, 4, 5], 3, seed=0)
+        >>> [sorted(set(np.array([0, 0, 1, 2, 3, 3, 4, 5])[te].tolist())) for _, te in folds]
+        [[3, 4], [0, 2], [1, 5]]
+    """
+    groups = np.asarray(tma).reshape(-1)
+    distinct = np.unique(groups)
+    if n_folds < 2 or distinct.size < n_folds:
+        raise ConfigError(f"need 2 <= n_folds <= number of TMAs ({distinct.size}), got {n_folds}")
+    shuffled = np.random.default_rng(seed).permutation(distinct)
+    folds = []
+    for f in range(n_folds):
+        test = np.isin(groups, shuffled[f::n_folds])
+        folds.append((np.flatnonzero(~test), np.flatnonzero(test)))
+    return folds
+
+
+def balanced_accuracy(labels: ArrayLike, predictions: ArrayLike) -> float:
+    r"""Balanced accuracy, the mean of the per-class recalls (:math:`\tfrac12(TP/P + TN/N)`).
+
+    Example:
+        >>> balanced_accuracy([0, 0, 0, 1], [0, 0, 0, 0])
+        0.5
+    """
+    return float(balanced_accuracy_score(np.asarray(labels), np.asarray(predictions)))
+
+
+def core_vote(
+    predictions: ArrayLike, core: ArrayLike, labels: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Majority vote of the spot predictions of every core.
+
+    A tie goes to the smallest class among the tied ones.
+
+    Returns:
+        ``(cores, core_labels, core_predictions)``, one entry per distinct core.
+
+    Raises:
+        ShapeError: arrays of different lengths.
+        DataError: a core whose spots carry different labels.
+
+    Example:
+        >>> core_vote([1, 1, 0, 0, 0, 1], [7, 7, 7, 8, 8, 8], [1, 1, 1, 0, 0, 0])
+        (array([7, 8]), array([1, 0]), array([1, 0]))
+    """
+    pred, cores, lab = (np.asarray(a).reshape(-1) for a in (predictions, core, labels))
+    if not pred.shape == cores.shape == lab.shape:
+        raise ShapeError("predictions, core and labels need one value per spot")
+    distinct, inverse = np.unique(cores, return_inverse=True)
+    classes, pred_idx = np.unique(pred, return_inverse=True)
+    votes = np.zeros((distinct.size, classes.size), dtype=np.int64)
+    np.add.at(votes, (inverse, pred_idx), 1)
+    core_pred = classes[votes.argmax(axis=1)]
+    core_lab = np.empty(distinct.size, dtype=lab.dtype)
+    core_lab[inverse] = lab
+    if np.any(core_lab[inverse] != lab):
+        raise DataError("the spots of a core carry different labels")
+    return distinct, core_lab, core_pred
+
+
+def core_balanced_accuracy(labels: ArrayLike, predictions: ArrayLike, core: ArrayLike) -> float:
+    """Balanced accuracy over cores, each core predicted by the majority of its spots.
+
+    Example:
+        >>> core_balanced_accuracy([1, 1, 1, 0, 0, 0], [1, 0, 1, 0, 1, 0], [7, 7, 7, 8, 8, 8])
+        1.0
+    """
+    _, core_lab, core_pred = core_vote(predictions, core, labels)
+    return balanced_accuracy(core_lab, core_pred)
+
+
+def mann_whitney_auc(spectra: ArrayLike, labels: ArrayLike) -> np.ndarray:
+    r"""Per bin, the Mann-Whitney U of class 1 against class 0 divided by :math:`n_0 n_1`.
+
+    That is the area under the ROC curve of the bin's intensity as a score for class 1; the
+    discriminative power of a bin is :math:`|AUC - 1/2|`.
+
+    Raises:
+        DataError: labels other than two classes 0 and 1.
+
+    Example:
+        >>> x = np.array([[0.0, 5.0], [1.0, 5.0], [2.0, 4.0], [3.0, 6.0]])
+        >>> mann_whitney_auc(x, [0, 0, 1, 1]).tolist()
+        [1.0, 0.5]
+    """
+    x = np.asarray(spectra, dtype=np.float64)
+    y = np.asarray(labels).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.size:
+        raise ShapeError("spectra must be (n_spots, n_bins) with one label per spot")
+    if not np.array_equal(np.unique(y), [0, 1]):
+        raise DataError("ROC needs labels of exactly the two classes 0 and 1")
+    x1, x0 = x[y == 1], x[y == 0]
+    u = mannwhitneyu(x1, x0, axis=0, method="asymptotic").statistic
+    return np.asarray(u, dtype=np.float64) / (x1.shape[0] * x0.shape[0])
+
+
+def roc_lda_predict(
+    train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, ks: Sequence[int] = DEFAULT_KS
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""ROC feature selection and LDA: predictions on ``test_x`` for every :math:`K` in ``ks``.
+
+    The bins are ranked by :math:`|AUC - 1/2|` on the training data (:func:`mann_whitney_auc`);
+    for each :math:`K` a plain LDA (scikit-learn's default ``svd`` solver, no shrinkage) is
+    fitted on the top :math:`K` bins.
+
+    Returns:
+        ``(ranking, predictions)``: bin indices from most to least discriminative, and
+        predictions of shape ``(len(ks), n_test)``.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(200, 30)); y = np.arange(200) % 2; x[:, 7] += 2.0 * y
+        >>> ranking, pred = roc_lda_predict(x[:100], y[:100], x[100:], ks=[1, 5])
+        >>> int(ranking[0]), [round(balanced_accuracy(y[100:], p), 2) for p in pred]
+        (7, [0.87, 0.86])
+    """
+    xtr = np.asarray(train_x, dtype=np.float64)
+    xte = np.asarray(test_x, dtype=np.float64)
+    ytr = np.asarray(train_y).reshape(-1)
+    if not ks or min(ks) < 1 or max(ks) > xtr.shape[1]:
+        raise ConfigError(f"ks must lie in 1..{xtr.shape[1]} (the number of bins), got {ks}")
+    ranking = np.argsort(-np.abs(mann_whitney_auc(xtr, ytr) - 0.5), kind="stable")
+    preds = np.empty((len(ks), xte.shape[0]), dtype=ytr.dtype)
+    for i, k in enumerate(ks):
+        lda = LinearDiscriminantAnalysis()
+        cols = ranking[:k]
+        preds[i] = lda.fit(xtr[:, cols], ytr).predict(xte[:, cols])
+    return ranking, preds
+
+
+@dataclass(frozen=True)
+class CvPredictions:
+    """Out-of-fold predictions of one cross-validation run.
+
+    Attributes:
+        predictions: predicted class of every spot, by the model of the fold that tested it.
+        folds: the folds used.
+        scores: optional class scores (logits) per spot, ``(n_spots, n_classes)``.
+    """
+
+    predictions: np.ndarray
+    folds: list[Fold]
+    scores: np.ndarray | None = None
+
+    def spot_accuracy(self, labels: ArrayLike) -> float:
+        """Balanced accuracy at spot level."""
+        return balanced_accuracy(labels, self.predictions)
+
+    def core_accuracy(self, labels: ArrayLike, core: ArrayLike) -> float:
+        """Balanced accuracy at core level (majority vote)."""
+        return core_balanced_accuracy(labels, self.predictions, core)
+
+
+def fold_scores(
+    predictions: ArrayLike, labels: ArrayLike, core: ArrayLike, folds: Sequence[Fold]
+) -> tuple[list[float], list[float]]:
+    """Spot- and core-level balanced accuracy of each fold's test spots.
+
+    Example:
+        >>> folds = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3]))]
+        >>> fold_scores([0, 1, 1, 1], [0, 1, 0, 1], [0, 1, 2, 3], folds)
+        ([1.0, 0.5], [1.0, 0.5])
+    """
+    pred, lab, cores = (np.asarray(a).reshape(-1) for a in (predictions, labels, core))
+    spot, per_core = [], []
+    for _, test in folds:
+        spot.append(balanced_accuracy(lab[test], pred[test]))
+        per_core.append(core_balanced_accuracy(lab[test], pred[test], cores[test]))
+    return spot, per_core
+
+
+def cross_validate_roc_lda(
+    spectra: ArrayLike, labels: ArrayLike, folds: Sequence[Fold], ks: Sequence[int] = DEFAULT_KS
+) -> dict[int, CvPredictions]:
+    """ROC/LDA in every fold: out-of-fold predictions for every :math:`K`.
+
+    Example:
+        >>> rng = np.random.default_rng(1)
+        >>> x = rng.normal(size=(80, 20)); y = np.arange(80) % 2; x[:, 3] += 3.0 * y
+        >>> cv = cross_validate_roc_lda(x, y, tma_folds(np.arange(80) // 10, 4), ks=[5])
+        >>> round(cv[5].spot_accuracy(y), 2)
+        0.89
+    """
+    x = np.asarray(spectra)
+    y = np.asarray(labels).reshape(-1)
+    out = np.empty((len(ks), y.size), dtype=y.dtype)
+    for train, test in folds:
+        _, preds = roc_lda_predict(x[train], y[train], x[test], ks)
+        out[:, test] = preds
+    return {int(k): CvPredictions(out[i], list(folds)) for i, k in enumerate(ks)}
+
+
+def cross_validate_network(
+    build: Callable[[], nn.Module],
+    spectra: ArrayLike,
+    labels: ArrayLike,
+    folds: Sequence[Fold],
+    train_config: TrainConfig,
+    *,
+    progress: bool = False,
+) -> tuple[CvPredictions, list[nn.Module]]:
+    r"""Train one fresh network per fold (``build()``) and predict that fold's test spots.
+
+    Inputs are fed as ``(n, 1, n_bins)`` float32 tensors; ``train_config`` should switch off the
+    image augmentations (``max_shift=0``, ``dequantize=False``), which spectra do not have.
+
+    Returns:
+        The out-of-fold predictions (with logits) and the trained models, in evaluation mode.
+    """
+    x = torch.as_tensor(np.asarray(spectra, dtype=np.float32)).unsqueeze(1)
+    y = torch.as_tensor(np.asarray(labels).reshape(-1)).long()
+    predictions = np.empty(y.numel(), dtype=np.int64)
+    scores: np.ndarray | None = None
+    models = []
+    for train, test in folds:
+        model = build()
+        trainer = Trainer(model, (x[train], y[train]), None, train_config, progress=progress)
+        trainer.fit()
+        model.eval()
+        logits = _predict(model, x[test], trainer.device, train_config.eval_batch_size)
+        if scores is None:
+            scores = np.empty((y.numel(), logits.shape[1]), dtype=np.float32)
+        scores[test] = logits
+        predictions[test] = logits.argmax(axis=1)
+        models.append(model)
+    return CvPredictions(predictions, list(folds), scores), models
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch: int) -> np.ndarray:
+    parts = [model(chunk.to(device)).float().cpu() for chunk in x.split(batch)]
+    return torch.cat(parts).numpy()
+
+
+def median_iqr(values: ArrayLike) -> tuple[float, float]:
+    """Median and interquartile range (75th minus 25th percentile) of ``values``.
+
+    Example:
+        >>> median_iqr([0.8, 0.82, 0.84, 0.9])
+        (0.83, 0.04)
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ConfigError("median_iqr needs at least one value")
+    q25, q50, q75 = np.percentile(v, [25, 50, 75])
+    return round(float(q50), 12), round(float(q75 - q25), 12)

@@ -1,0 +1,137 @@
+"""The thesis' protocol: TMA-grouped folds, core votes, ROC/LDA and network cross-validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from preimage.analysis.ims_protocol import (
+    core_balanced_accuracy,
+    core_vote,
+    cross_validate_network,
+    cross_validate_roc_lda,
+    fold_scores,
+    mann_whitney_auc,
+    median_iqr,
+    roc_lda_predict,
+    tma_folds,
+)
+from preimage.errors import ConfigError, DataError
+from preimage.train import TrainConfig
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(0, 15), min_size=8, max_size=80),
+    st.integers(2, 5),
+    st.integers(0, 10**6),
+)
+def test_folds_never_share_a_tma(tma: list[int], n_folds: int, seed: int) -> None:
+    groups = np.array(tma)
+    if np.unique(groups).size < n_folds:
+        with pytest.raises(ConfigError):
+            tma_folds(groups, n_folds, seed=seed)
+        return
+    folds = tma_folds(groups, n_folds, seed=seed)
+    tested = np.concatenate([te for _, te in folds])
+    assert np.array_equal(np.sort(tested), np.arange(groups.size))  # each spot tested once
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+        assert np.union1d(train, test).size == groups.size
+        assert test.size > 0
+
+
+def test_folds_are_randomised_and_balanced() -> None:
+    tma = np.repeat(np.arange(12), 5)
+    a, b = tma_folds(tma, 4, seed=0), tma_folds(tma, 4, seed=1)
+    assert all(np.unique(tma[te]).size == 3 for _, te in a)
+    assert any(not np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+
+
+def test_core_vote_takes_the_majority() -> None:
+    pred = np.array([1, 1, 0, 0, 0, 1, 1, 0])
+    core = np.array([5, 5, 5, 9, 9, 9, 2, 2])
+    label = np.array([1, 1, 1, 0, 0, 0, 1, 1])
+    cores, core_label, core_pred = core_vote(pred, core, label)
+    assert cores.tolist() == [2, 5, 9]
+    assert core_label.tolist() == [1, 1, 0]
+    assert core_pred.tolist() == [0, 1, 0]  # the 1:1 tie of core 2 goes to class 0
+    assert core_balanced_accuracy(label, pred, core) == pytest.approx(0.75)
+    with pytest.raises(DataError):
+        core_vote([0, 1], [3, 3], [0, 1])
+
+
+def test_mann_whitney_auc_equals_roc_auc() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5))
+    y = np.arange(60) % 2
+    x[:, 2] += y
+    expected = [roc_auc_score(y, x[:, j]) for j in range(5)]
+    np.testing.assert_allclose(mann_whitney_auc(x, y), expected)
+
+
+def test_roc_lda_finds_a_planted_single_bin() -> None:
+    rng = np.random.default_rng(4)
+    n, d, planted = 400, 300, 137
+    y = rng.permutation(np.arange(n) % 2)
+    x = rng.lognormal(size=(n, d))
+    x[:, planted] += 3.0 * y
+    ranking, preds = roc_lda_predict(x[:300], y[:300], x[300:], ks=[1, 5, 50])
+    assert ranking[0] == planted
+    accuracy = [np.mean(p == y[300:]) for p in preds]
+    assert accuracy[0] > 0.75
+    # Without the planted bin the signal is gone.
+    x[:, planted] = rng.lognormal(size=n)
+    _, preds = roc_lda_predict(x[:300], y[:300], x[300:], ks=[1])
+    assert np.mean(preds[0] == y[300:]) < 0.65
+
+
+def test_cross_validated_roc_lda_per_k_and_fold() -> None:
+    rng = np.random.default_rng(2)
+    tma = np.repeat(np.arange(8), 30)
+    y = np.tile(np.arange(2), 120)
+    core = np.arange(240) // 5
+    y = y[core * 5]  # one label per core
+    x = rng.normal(size=(240, 40))
+    x[:, 11] += 2.0 * y
+    folds = tma_folds(tma, 4, seed=0)
+    cv = cross_validate_roc_lda(x, y, folds, ks=[5, 10])
+    assert set(cv) == {5, 10}
+    spot, per_core = fold_scores(cv[5].predictions, y, core, folds)
+    assert len(spot) == 4 and min(spot) > 0.7 and len(per_core) == 4
+    assert cv[5].core_accuracy(y, core) >= cv[5].spot_accuracy(y) - 0.05
+
+
+def test_cross_validate_network_predicts_every_spot_with_its_fold_model() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10)).astype(np.float32)
+    y = (x[:, 3] > 0).astype(int)
+    folds = tma_folds(np.arange(64) // 8, 4, seed=0)
+    cfg = TrainConfig(
+        epochs=30,
+        batch_size=16,
+        lr=0.05,
+        optimizer="adam",
+        weight_decay=0.0,
+        max_shift=0,
+        dequantize=False,
+        device="cpu",
+    )
+    cv, models = cross_validate_network(
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(10, 2)), x, y, folds, cfg
+    )
+    assert len(models) == 4 and cv.scores is not None
+    assert np.array_equal(cv.predictions, cv.scores.argmax(axis=1))
+    assert cv.spot_accuracy(y) > 0.85
+    # The fold models differ: each saw other TMAs.
+    assert not np.allclose(models[0][1].weight.detach(), models[1][1].weight.detach())
+
+
+def test_median_iqr() -> None:
+    assert median_iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, 2.0)
+    with pytest.raises(ConfigError):
+        median_iqr([])
