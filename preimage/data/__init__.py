@@ -1,5 +1,5 @@
-"""Datasets: MNIST (IDX files, checksums, download), scikit-learn's 8x8 digits, Adversarial
-Spheres, shiftMNIST and its textures, and a registry that loads any of them by name.
+"""Datasets: MNIST (IDX files, checksums, download), CIFAR-10 (binary batches), scikit-learn's
+8x8 digits, Adversarial Spheres, shiftMNIST and its textures, and a registry that loads any of them by name.
 
 References:
     Jacobsen et al. (2019), Excessive Invariance Causes Adversarial Vulnerability, section 4 and
@@ -8,6 +8,7 @@ References:
 
 from __future__ import annotations
 
+from preimage.data.cifar import CIFAR10_CLASSES, CIFAR10_FILES, cifar10_dir, load_cifar10
 from preimage.data.digits import DIGITS_MAX_INTENSITY, load_digits
 from preimage.data.mnist import (
     MNIST_FILES,
@@ -35,6 +36,8 @@ from preimage.data.textures import (
 )
 
 __all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_FILES",
     "DATASETS",
     "DATA_ENV_VAR",
     "DIGITS_MAX_INTENSITY",
@@ -46,9 +49,11 @@ __all__ = [
     "SPHERES_DEFAULT_N",
     "DatasetSplit",
     "TextureBank",
+    "cifar10_dir",
     "data_root",
     "dataset_dir",
     "download_mnist",
+    "load_cifar10",
     "load_dataset",
     "load_digits",
     "load_dtd_textures",
