@@ -1,5 +1,6 @@
 """Datasets: MNIST (IDX files, checksums, download), CIFAR-10 (binary batches), scikit-learn's
-8x8 digits, Adversarial Spheres, shiftMNIST and its textures, and a registry that loads any of them by name.
+8x8 digits, Adversarial Spheres, shiftMNIST and its textures, and a registry that loads any of
+them by name.
 
 References:
     Jacobsen et al. (2019), Excessive Invariance Causes Adversarial Vulnerability, section 4 and
