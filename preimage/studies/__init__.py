@@ -29,6 +29,10 @@ STUDIES: dict[str, str] = {
     "toy-density": "preimage.studies.toy_density",
     "iresnet-mnist-classify": "preimage.studies.iresnet_mnist_classify",
     "iresnet-mnist-flow": "preimage.studies.iresnet_mnist_flow",
+    # Pre-images of ReLU layers and inverse stability (thesis chapter 3).
+    "relu-preimage-toy": "preimage.studies.relu_preimage_toy",
+    "relu-preimage-mnist": "preimage.studies.relu_preimage_mnist",
+    "inverse-stability": "preimage.studies.inverse_stability",
 }
 """Study name -> module path; modules are imported on demand (their imports are heavy)."""
 
