@@ -154,6 +154,7 @@ def _figure(summaries: dict[str, list[dict[str, Any]]]) -> Figure:
                 ax.semilogy(positive, label=f"layer {row['layer'][4:]}")
         ax.set_title(f"{variant.capitalize()}: median singular values after conv+ReLU")
         ax.set_xlabel("index")
+        ax.set_ylabel("singular value")
         ax.legend(fontsize=8)
     labels = [row["layer"] for row in next(iter(summaries.values()))]
     for index, (key, title) in enumerate(
@@ -163,7 +164,8 @@ def _figure(summaries: dict[str, list[dict[str, Any]]]) -> Figure:
         ax = fig.add_subplot(grid[index, 2])
         for variant, rows in summaries.items():
             ax.plot([row[key] for row in rows], marker="o", color=colours[variant], label=variant)
-        ax.set_yscale("log")
+        if key != "rank":
+            ax.set_yscale("log")
         ax.set_title(title, fontsize=9)
         ax.set_xticks(range(len(labels)), labels if index == 2 else [], rotation=60, fontsize=7)
         ax.legend(fontsize=7)
