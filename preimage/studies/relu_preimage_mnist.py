@@ -133,8 +133,8 @@ def run(
         "relu-preimage-mnist", config, out_dir, argv=argv,
         title="relu-preimage-mnist: bounded or unbounded ReLU pre-images by width",
         intro=(
-            f"MLPs {config.image_size**2}-w-w-10 for w in {list(config.widths)} on MNIST; the pre-images of the "
-            f"first and second layer's activations of {config.n_queries} test images are "
+            f"MLPs {config.image_size**2}-w-w-10 for w in {list(config.widths)} on MNIST; the "
+            f"pre-images of the first and second layer's activations of {config.n_queries} test images are "
             "classified by theorem 3.3 (second layer within h >= 0)."
         ),
     )  # fmt: skip
