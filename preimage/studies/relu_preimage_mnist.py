@@ -134,8 +134,8 @@ def run(
         title="relu-preimage-mnist: bounded or unbounded ReLU pre-images by width",
         intro=(
             f"MLPs {config.image_size**2}-w-w-10 for w in {list(config.widths)} on MNIST; the "
-            f"pre-images of the first and second layer's activations of {config.n_queries} test images are "
-            "classified by theorem 3.3 (second layer within h >= 0)."
+            f"pre-images of the first and second layer's activations of {config.n_queries} test "
+            "images are classified by theorem 3.3 (second layer within h >= 0)."
         ),
     )  # fmt: skip
     train = load_dataset("mnist", "train", data_dir=config.data_dir)
