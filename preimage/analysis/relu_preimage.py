@@ -328,7 +328,8 @@ def classify_preimage(
     # orthonormal basis O of N(A_P).
     a_p, e = a[active], out[active] - b[active]
     if a_p.shape[0]:
-        u, s, vt = np.linalg.svd(a_p, full_matrices=True)
+        # The full V is needed for the null space only when there are fewer rows than inputs.
+        u, s, vt = np.linalg.svd(a_p, full_matrices=a_p.shape[0] < n)
         rank = int((s > eps * max(1.0, float(s[0]))).sum())
         u = u[:, :rank]
         x0 = x_start + vt[:rank].T @ ((u.T @ (e - a_p @ x_start)) / s[:rank])

@@ -57,7 +57,7 @@ LAYERS: tuple[str, ...] = tuple(f"{kind}{i}" for i in range(1, 7) for kind in ("
 class Config(StudyConfig):
     """Settings of the inverse-stability study (thesis section 3.4.2); defaults: ``cpu``.
 
-    ``cpu`` estimate (2-core box, one thread): training ~3 + 1.5 min, linearisation and SVDs
+    ``cpu`` estimate (2-core box, one thread): training ~2 + 1 min, linearisation and SVDs
     ~60 s per input for both nets, about 15 minutes.
 
     Attributes:
@@ -77,7 +77,7 @@ class Config(StudyConfig):
     )  # fmt: skip
     dataset: str = "mnist"
     image_size: int = 32
-    n_train: int | None = 20_000
+    n_train: int | None = 12_000
     n_test: int = 1000
     n_inputs: int = 10
 
