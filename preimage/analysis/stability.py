@@ -12,7 +12,9 @@ reverse mode otherwise), for the whole network or up to a named layer.
 * the singular values :math:`\sigma_1 \ge \dots` of :math:`A_P` up to that layer: all of them
   (dense SVD), or, with ``k``, the ``k`` largest and ``k`` smallest by Lanczos
   (:func:`scipy.sparse.linalg.svds` on a matrix-free operator whose products are
-  :func:`torch.func.jvp` and :func:`torch.func.vjp`, so the Jacobian is never formed);
+  :func:`torch.func.jvp` and :func:`torch.func.vjp`, so the Jacobian is never formed: memory
+  stays at a few activations, but the smallest end converges slowly, see BENCHMARKS.md; for
+  up to a few thousand inputs the dense path is faster);
 * the rank (number of non-zero singular values, relative threshold ``rtol``), the number of
   *invariant directions* :math:`\dim N(A_P)` = inputs - rank, and the condition number over the
   non-zero singular values, :math:`\sigma_1 / \sigma_\text{rank}` (invariance shows in the zero
