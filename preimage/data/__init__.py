@@ -1,6 +1,7 @@
-"""Datasets: MNIST (IDX files, checksums, download), scikit-learn's 8x8 digits, Adversarial
-Spheres, shiftMNIST and its textures, imaging mass spectrometry (imzML, synthetic TMAs, the
-averagine isotope model), and a registry that loads any of them by name.
+"""Datasets: MNIST (IDX files, checksums, download), CIFAR-10 (binary batches), SVHN (.mat),
+scikit-learn's 8x8 digits, Adversarial Spheres, shiftMNIST and its textures, imaging mass
+spectrometry (imzML, synthetic TMAs, the averagine isotope model), derived subsets, and a registry
+that loads any of them by name.
 
 References:
     Jacobsen et al. (2019), Excessive Invariance Causes Adversarial Vulnerability, section 4 and
@@ -10,6 +11,7 @@ References:
 from __future__ import annotations
 
 from preimage.data.averagine import averagine_envelope, isotope_pattern_bins
+from preimage.data.cifar import CIFAR10_CLASSES, CIFAR10_FILES, cifar10_dir, load_cifar10
 from preimage.data.digits import DIGITS_MAX_INTENSITY, load_digits
 from preimage.data.ims import ImsDataset, load_imzml, write_imzml
 from preimage.data.mnist import (
@@ -42,6 +44,8 @@ from preimage.data.textures import (
 from preimage.data.tma_synthetic import TMA_PRESETS, SyntheticTmaConfig, synthetic_tma, tof_edges
 
 __all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_FILES",
     "DATASETS",
     "DATA_ENV_VAR",
     "DIGITS_MAX_INTENSITY",
@@ -60,12 +64,14 @@ __all__ = [
     "TextureBank",
     "ZCAWhitener",
     "averagine_envelope",
+    "cifar10_dir",
     "class_subset",
     "data_root",
     "dataset_dir",
     "download_mnist",
     "grayscale",
     "isotope_pattern_bins",
+    "load_cifar10",
     "load_dataset",
     "load_digits",
     "load_dtd_textures",

@@ -39,6 +39,10 @@ STUDIES: dict[str, str] = {
     "sphere-packing": "preimage.studies.sphere_packing",
     # Domain knowledge for imaging mass spectrometry (thesis chapter 7).
     "ims-classify": "preimage.studies.ims_classify",
+    # Pre-images of ReLU layers and inverse stability (thesis chapter 3).
+    "relu-preimage-toy": "preimage.studies.relu_preimage_toy",
+    "relu-preimage-mnist": "preimage.studies.relu_preimage_mnist",
+    "inverse-stability": "preimage.studies.inverse_stability",
 }
 """Study name -> module path (``"module:Variant"`` for one variant of a module); modules are
 imported on demand (their imports are heavy)."""

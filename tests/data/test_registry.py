@@ -13,13 +13,13 @@ from preimage.errors import ConfigError, DataError, ShapeError
 
 
 def test_names() -> None:
-    assert DATASETS == ("mnist", "digits", "spheres")
+    assert DATASETS == ("mnist", "digits", "spheres", "cifar10")
 
 
 def test_unknown_name_lists_known() -> None:
     with pytest.raises(ConfigError) as info:
-        load_dataset("cifar10", "train")
-    assert "'cifar10'" in str(info.value)
+        load_dataset("cifar100", "train")
+    assert "'cifar100'" in str(info.value)
     assert all(name in str(info.value) for name in DATASETS)
 
 
