@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
+from preimage.models.flow_features import FlowFeatureClassifier
+from preimage.models.invnet import InvNet
 from preimage.models.iresnet import (
     BitsPerDim,
     IResNet,
@@ -12,6 +14,7 @@ from preimage.models.iresnet import (
     IResNetFlowConfig,
     build_iresnet_flow,
 )
+from preimage.models.preact_resnet import PlainNet, PreActResNet
 from preimage.models.registry import MODELS, build_model
 
 __all__ = [
@@ -21,10 +24,14 @@ __all__ = [
     "CNNConfig",
     "FiRevNet",
     "FiRevNetConfig",
+    "FlowFeatureClassifier",
     "IResNet",
     "IResNetConfig",
     "IResNetFlow",
     "IResNetFlowConfig",
+    "InvNet",
+    "PlainNet",
+    "PreActResNet",
     "build_iresnet_flow",
     "build_model",
 ]
