@@ -29,6 +29,9 @@ STUDIES: dict[str, str] = {
     "toy-density": "preimage.studies.toy_density",
     "iresnet-mnist-classify": "preimage.studies.iresnet_mnist_classify",
     "iresnet-mnist-flow": "preimage.studies.iresnet_mnist_flow",
+    # Information-regularised networks (ICLR 2019 submission), sections 4-5.
+    "reginvnet-features": "preimage.studies.reginvnet_features",
+    "info-regularized": "preimage.studies.info_regularized",
 }
 """Study name -> module path; modules are imported on demand (their imports are heavy)."""
 

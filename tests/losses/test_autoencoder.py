@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from preimage.errors import ConfigError
 from preimage.losses import AlternatingAutoencoderLoss, InformationRegularizedLoss
+from preimage.losses.autoencoder import reconstruction_error
 from preimage.models import InvNet
 from preimage.train import Trainer, cross_entropy_loss
 from tests.losses.recipes import plain_recipe
@@ -32,7 +33,10 @@ def test_calls_alternate_between_classifier_and_reconstruction_gradients() -> No
     assert all(p.grad is None for p in model.decoder.parameters())
     model.zero_grad(set_to_none=True)
     loss, metrics = alt(model, x, y)
-    assert torch.equal(loss, F.mse_loss(model.decode(model.features(x)), x))
+    assert torch.equal(loss, reconstruction_error(model.decode(model.features(x)), x))
+    assert float(loss.detach()) == pytest.approx(
+        16 * float(F.mse_loss(model.decode(model.features(x)), x).detach())
+    )
     assert metrics["loss"] == pytest.approx(metrics["recon"])
     loss.backward()
     assert model.head.weight.grad is None and model.decoder[0].weight.grad is not None
