@@ -11,6 +11,10 @@ from 0.296 to 0.266 as :math:`\alpha_2` grows to 0.05 while the accuracy rises s
 naive regulariser only loses accuracy; PlainNet-32 degrades more than ResNet-32 at large
 :math:`\alpha_2`.
 
+The accuracy target compares each :math:`\alpha_2 > 0` with the baseline in units of the
+baseline's seed standard deviation, floored at one test image's share (seeds can tie on the 450
+test digits).
+
 Deviations, and why: the ``cpu`` budget trains ResNet-32 on scikit-learn's 8x8 digits (1347
 training images, 30 epochs, 3 seeds) instead of CIFAR-100 (``dataset=mnist`` is the other
 local choice; CIFAR-10/100 from local files is left for when the library has a CIFAR loader).
@@ -175,7 +179,8 @@ def run(
     base = settings(config)[0].key
     curve = [metrics[f"resnet_proposed_{a:g}_constrain_mean"] for a in config.alpha2s]
     worst_step = float(np.max(np.diff(curve))) if len(curve) > 1 else float("nan")
-    std0 = max(metrics[f"{base}_accuracy_std"], 1e-12)
+    # Seeds can tie on a small test set: the std is floored at one test image's share.
+    std0 = max(metrics[f"{base}_accuracy_std"], 1.0 / test[1].shape[0])
     gaps = [
         (metrics[f"resnet_proposed_{a:g}_accuracy_mean"] - metrics[f"{base}_accuracy_mean"]) / std0
         for a in config.alpha2s[1:]
