@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
+from preimage.models.flow_features import FlowFeatureClassifier
+from preimage.models.invnet import InvNet
 from preimage.models.iresnet import IResNet, IResNetConfig, IResNetLinear, build_iresnet
 from preimage.models.iresnet_flow import (
     BitsPerDim,
@@ -18,6 +20,7 @@ from preimage.models.isotopenet import (
     receptive_field,
 )
 from preimage.models.mlp import MLP
+from preimage.models.preact_resnet import PlainNet, PreActResNet
 from preimage.models.registry import MODELS, build_model
 from preimage.models.residual import ResidualClassifier, plain_conv_branch
 from preimage.models.svhn_cnn import SVHNCNN
@@ -31,12 +34,16 @@ __all__ = [
     "CNNConfig",
     "FiRevNet",
     "FiRevNetConfig",
+    "FlowFeatureClassifier",
     "IResNet",
     "IResNetConfig",
     "IResNetFlow",
     "IResNetFlowConfig",
     "IResNetLinear",
+    "InvNet",
     "IsotopeNet",
+    "PlainNet",
+    "PreActResNet",
     "ResidualClassifier",
     "ResidualNet1D",
     "build_iresnet",

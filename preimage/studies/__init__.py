@@ -43,6 +43,9 @@ STUDIES: dict[str, str] = {
     "relu-preimage-toy": "preimage.studies.relu_preimage_toy",
     "relu-preimage-mnist": "preimage.studies.relu_preimage_mnist",
     "inverse-stability": "preimage.studies.inverse_stability",
+    # Information-regularised networks (ICLR 2019 submission), sections 4-5.
+    "reginvnet-features": "preimage.studies.reginvnet_features",
+    "info-regularized": "preimage.studies.info_regularized",
 }
 """Study name -> module path (``"module:Variant"`` for one variant of a module); modules are
 imported on demand (their imports are heavy)."""
