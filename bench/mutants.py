@@ -230,6 +230,38 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/data/test_averagine.py",),
         "isotope cut-off relative instead of absolute",
     ),
+    Mutant(
+        "inforeg-squared-feature-norm",
+        "preimage/losses/info_reg.py",
+        "torch.linalg.vector_norm(w_y, dim=1) * torch.linalg.vector_norm(features, dim=1)",
+        "torch.linalg.vector_norm(w_y, dim=1) * features.pow(2).sum(dim=1)",
+        ("tests/losses/test_info_reg.py",),
+        "information regulariser with ||F(x)||^2 instead of ||F(x)||",
+    ),
+    Mutant(
+        "inforeg-no-soft-threshold",
+        "preimage/losses/info_reg.py",
+        "return torch.sign(w) * torch.clamp(w.abs() - threshold, min=0.0)",
+        "return torch.sign(w) * (w.abs() - threshold)",
+        ("tests/losses/test_info_reg.py",),
+        "proximal step without the clamp (no exact zeros)",
+    ),
+    Mutant(
+        "predictive-marginal-entropy",
+        "preimage/information/predictive.py",
+        "h_marginal = _entropy(p.mean(dim=0))",
+        "h_marginal = _entropy(p).mean()",
+        ("tests/information/test_predictive.py",),
+        "empirical marginal entropy taken per sample",
+    ),
+    Mutant(
+        "predictive-outer-product",
+        "preimage/information/predictive.py",
+        "outer = pi.sum(dim=1, keepdim=True) * pi.sum(dim=0, keepdim=True)",
+        "outer = pi.sum(dim=1, keepdim=True) * pi.sum(dim=1, keepdim=True).T",
+        ("tests/information/test_predictive.py",),
+        "I(Y;Y_hat) against the wrong product of marginals",
+    ),
 )
 """The planted bugs; each names the tests that must catch it."""
 
