@@ -229,7 +229,7 @@ def _check_key(config: Any, name: str, prefix: str) -> Any:
     hints = field_type_hints(type(config))
     if name not in hints:
         valid = ", ".join(f"{prefix}{k} ({describe_type(t)})" for k, t in hints.items())
-        raise ConfigError(f"unknown option {prefix}{name!r}; valid keys: {valid}")
+        raise ConfigError(f"unknown option {prefix + name!r}; valid keys: {valid}")
     return hints[name]
 
 
