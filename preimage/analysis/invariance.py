@@ -22,7 +22,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +39,7 @@ __all__ = [
     "Standardize",
     "classification_error",
     "decision_plane_grid",
+    "fit_nuisance_probe",
     "nuisance_features",
     "plane_basis",
     "train_nuisance_classifier",
@@ -127,12 +128,14 @@ class NuisanceReadout:
         train_error: error on the training nuisances.
         test_error: error on the test nuisances.
         losses: mean training cross-entropy per epoch.
+        curve: test error after each epoch count that was asked for (``record_epochs``).
     """
 
     classifier: nn.Module
     train_error: float
     test_error: float
     losses: list[float] = field(default_factory=list)
+    curve: dict[int, float] = field(default_factory=dict)
 
     @torch.no_grad()
     def logits(self, model: nn.Module, x: Tensor) -> Tensor:
@@ -152,12 +155,13 @@ def train_nuisance_classifier(
     lr: float = 1e-3,
     batch_size: int = 128,
     seed: int = 0,
+    standardize: bool = True,
+    record_epochs: Sequence[int] = (),
 ) -> NuisanceReadout:
     r"""Train a fresh nuisance classifier on :math:`z_n` of a frozen ``model``; report errors.
 
-    The network is only evaluated (eval mode, no gradients); its nuisances are computed once.
-    The classifier (:class:`~preimage.losses.nuisance.NuisanceClassifier` behind
-    :class:`Standardize`) is trained with Adam on the cross-entropy, in shuffled mini-batches.
+    The network is only evaluated (eval mode, no gradients); its nuisances are computed once
+    and handed to :func:`fit_nuisance_probe`.
 
     Args:
         model: invertible classifier with ``split``.
@@ -169,6 +173,8 @@ def train_nuisance_classifier(
         lr: Adam learning rate.
         batch_size: mini-batch size.
         seed: seeds initialisation and shuffling.
+        standardize: standardise :math:`z_n` with the training set's statistics first.
+        record_epochs: epoch counts after which to record the test error (``curve``).
 
     Returns:
         The trained :class:`NuisanceReadout`.
@@ -186,25 +192,88 @@ def train_nuisance_classifier(
         Jacobsen et al. (2019), *Excessive Invariance Causes Adversarial Vulnerability*,
         table 2 ("Nuisance" read-out) and appendix D.2.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     num_classes = int(getattr(model, "num_classes", 0)) or int(train[1].max()) + 1
     z_train = nuisance_features(model, train[0])
     z_test = nuisance_features(model, test[0])
+    return fit_nuisance_probe(
+        (z_train, train[1]),
+        (z_test, test[1]),
+        num_classes,
+        hidden=hidden,
+        depth=depth,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        standardize=standardize,
+        record_epochs=record_epochs,
+    )
+
+
+def fit_nuisance_probe(
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    num_classes: int,
+    *,
+    hidden: int = 512,
+    depth: int = 3,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    standardize: bool = True,
+    record_epochs: Sequence[int] = (),
+) -> NuisanceReadout:
+    r"""Train a fresh nuisance classifier on given codes ``(z_n, y)``; report its errors.
+
+    The classifier (:class:`~preimage.losses.nuisance.NuisanceClassifier`, behind
+    :class:`Standardize` fitted to the training codes unless ``standardize=False``) is trained
+    with Adam on the cross-entropy in shuffled mini-batches. With ``record_epochs`` the test
+    error is also recorded after those epoch counts (a probe-length curve from one run; counts
+    above ``epochs`` extend the run).
+
+    Args:
+        train: ``(codes, labels)`` to train on, codes ``(N, K)``.
+        test: ``(codes, labels)`` to measure the test error on.
+        num_classes: number of classes.
+        hidden, depth, epochs, lr, batch_size, seed, standardize, record_epochs: as in
+            :func:`train_nuisance_classifier`.
+
+    Returns:
+        The :class:`NuisanceReadout` after ``max(epochs, *record_epochs)`` epochs.
+
+    Example:
+        >>> import torch
+        >>> z = torch.randn(256, 3); y = (z[:, 0] > 0).long()
+        >>> out = fit_nuisance_probe((z, y), (z, y), 2, hidden=16, epochs=5, record_epochs=(1, 5))
+        >>> sorted(out.curve), out.test_error == out.curve[5]
+        ([1, 5], True)
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    record = sorted({int(e) for e in record_epochs})
+    if record and record[0] < 1:
+        raise ConfigError(f"record_epochs must be >= 1, got {record_epochs!r}")
+    z_train, z_test = train[0], test[0].to(train[0].device)
+    if z_train.dim() != 2 or z_test.dim() != 2 or z_train.shape[1] != z_test.shape[1]:
+        raise ShapeError(
+            f"codes must be (N, K) matrices of one width, got {tuple(z_train.shape)} and "
+            f"{tuple(z_test.shape)}"
+        )
     device = z_train.device
     y_train, y_test = train[1].to(device), test[1].to(device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = NuisanceClassifier(z_train.shape[1], num_classes, hidden=hidden, depth=depth)
-    classifier = nn.Sequential(Standardize.fit(z_train), head).to(
-        device=device, dtype=z_train.dtype
-    )
+    front: nn.Module = Standardize.fit(z_train) if standardize else nn.Identity()
+    classifier = nn.Sequential(front, head).to(device=device, dtype=z_train.dtype)
     opt = torch.optim.Adam(classifier.parameters(), lr=lr)
     losses: list[float] = []
-    classifier.train()
-    for _ in range(epochs):
+    curve: dict[int, float] = {}
+    for epoch in range(1, max(epochs, *record, 1) + 1):
+        classifier.train()
         order = torch.randperm(z_train.shape[0], generator=gen).to(device)
         total = 0.0
         for idx in order.split(batch_size):
@@ -214,12 +283,15 @@ def train_nuisance_classifier(
             opt.step()
             total += float(loss.detach()) * idx.numel()
         losses.append(total / z_train.shape[0])
+        if epoch in record:
+            curve[epoch] = classification_error(classifier, z_test, y_test)
     classifier.eval()
     return NuisanceReadout(
         classifier=classifier,
         train_error=classification_error(classifier, z_train, y_train),
         test_error=classification_error(classifier, z_test, y_test),
         losses=losses,
+        curve=curve,
     )
 
 

@@ -96,10 +96,25 @@ from torch import Tensor, nn
 from preimage.errors import ConfigError, ShapeError
 from preimage.losses.nuisance import NuisanceClassifier
 
-__all__ = ["ADVERSARIES", "IceConfig", "IndependenceCrossEntropy", "gaussian_nll"]
+__all__ = [
+    "ADVERSARIES",
+    "ADVERSARY_INPUTS",
+    "INNER_OPTIMIZERS",
+    "IceConfig",
+    "IndependenceCrossEntropy",
+    "gaussian_nll",
+]
 
-ADVERSARIES: tuple[str, ...] = ("nce", "uniform")
-"""Forms of the network's nuisance term: the paper's :math:`-L_{nCE}` or the confusion loss."""
+ADVERSARIES: tuple[str, ...] = ("nce", "uniform", "shuffled")
+"""Forms of the network's nuisance term: the paper's :math:`-L_{nCE}`, the confusion loss to the
+uniform distribution, or the cross-entropy to shuffled labels (the authors' public code)."""
+
+ADVERSARY_INPUTS: tuple[str, ...] = ("raw", "standardized")
+"""What the in-loop nuisance classifier sees: :math:`z_n` itself or :math:`z_n` standardised
+per dimension with the batch's mean and standard deviation."""
+
+INNER_OPTIMIZERS: tuple[str, ...] = ("adam", "adamax")
+"""Optimisers of the inner (max) step."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -162,7 +177,10 @@ class IceConfig:
         normalize_by_dim: multiply the max-step cross-entropy by :math:`1/(d-C)`.
         nce_weight: weight of :math:`-L_{nCE}` in the min objective.
         mle_weight: weight of the per-dimension MLE term in the min objective.
-        adversary: ``"nce"`` (the paper's :math:`-L_{nCE}`) or ``"uniform"``.
+        adversary: ``"nce"`` (the paper's :math:`-L_{nCE}`), ``"uniform"`` or ``"shuffled"``.
+        adversary_input: ``"raw"`` or ``"standardized"`` :math:`z_n` for the nuisance classifier.
+        logit_prior: add the :math:`\mathcal{N}(0, I)` density of :math:`z_s` to the MLE term.
+        inner_optimizer: ``"adam"`` or ``"adamax"`` (the authors' code) for the max step.
 
     Example:
         >>> IceConfig(nce_weight=0.05).kwargs()["nce_weight"]
@@ -177,7 +195,10 @@ class IceConfig:
     normalize_by_dim: bool = True
     nce_weight: float = 1.0
     mle_weight: float = 1.0
-    adversary: Literal["nce", "uniform"] = "nce"
+    adversary: Literal["nce", "uniform", "shuffled"] = "nce"
+    adversary_input: Literal["raw", "standardized"] = "raw"
+    logit_prior: bool = False
+    inner_optimizer: Literal["adam", "adamax"] = "adam"
 
     def kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments of :class:`IndependenceCrossEntropy`."""
@@ -208,8 +229,15 @@ class IndependenceCrossEntropy(nn.Module):
             see the module notes for this reading).
         nce_weight: weight of :math:`-L_{nCE}` in the min objective.
         mle_weight: weight of the per-dimension MLE term in the min objective.
-        adversary: ``"nce"`` (the paper's :math:`-L_{nCE}`) or ``"uniform"`` (non-saturating
-            cross-entropy to the uniform label distribution; see the module notes).
+        adversary: ``"nce"`` (the paper's :math:`-L_{nCE}`), ``"uniform"`` (non-saturating
+            cross-entropy to the uniform label distribution) or ``"shuffled"`` (cross-entropy
+            to the batch's labels in shuffled order); see the module notes.
+        adversary_input: ``"raw"`` or ``"standardized"`` (per-dimension batch standardisation
+            of :math:`z_n` before the nuisance classifier, in both steps; closes the scaling
+            loophole, see the module notes).
+        logit_prior: add :math:`-\log \mathcal{N}(z_s; 0, I)` to the MLE term, so that the
+            likelihood covers all :math:`d` dimensions (the authors' code).
+        inner_optimizer: ``"adam"`` or ``"adamax"`` for the max step.
 
     Example:
         >>> import torch
@@ -245,6 +273,9 @@ class IndependenceCrossEntropy(nn.Module):
         nce_weight: float = 1.0,
         mle_weight: float = 1.0,
         adversary: str = "nce",
+        adversary_input: str = "raw",
+        logit_prior: bool = False,
+        inner_optimizer: str = "adam",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -263,6 +294,15 @@ class IndependenceCrossEntropy(nn.Module):
                 f"adversary must be one of {', '.join(ADVERSARIES)}, got {adversary!r}"
             )
         self.adversary = adversary
+        for name, value, allowed in (
+            ("adversary_input", adversary_input, ADVERSARY_INPUTS),
+            ("inner_optimizer", inner_optimizer, INNER_OPTIMIZERS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        self.adversary_input = adversary_input
+        self.inner_optimizer = inner_optimizer
+        self.logit_prior = bool(logit_prior)
         lr_nuisance = _non_negative("lr_nuisance", lr_nuisance)
         lr_prior = lr_nuisance if lr_prior is None else _non_negative("lr_prior", lr_prior)
 
@@ -274,7 +314,8 @@ class IndependenceCrossEntropy(nn.Module):
         reference = next(iter(model.parameters()), None)
         if reference is not None and reference.is_floating_point():
             self.to(device=reference.device, dtype=reference.dtype)
-        self.optimizer = torch.optim.Adam(
+        optimizer = torch.optim.Adamax if inner_optimizer == "adamax" else torch.optim.Adam
+        self.optimizer = optimizer(
             [
                 {"params": list(self.nuisance.parameters()), "lr": lr_nuisance},
                 {"params": [self.beta, self.gamma], "lr": lr_prior},
@@ -312,26 +353,50 @@ class IndependenceCrossEntropy(nn.Module):
         r"""Per-sample :math:`-\sum_k \log p_k((z_n)_k)` under the learned prior, shape ``(B,)``."""
         return gaussian_nll(z_n, self.beta, self.gamma)
 
-    def mle_term(self, z_n: Tensor, logdet: Tensor) -> Tensor:
-        r"""Per-sample :math:`L_{MLE_n} / d = (-\sum_k \log p_k((z_n)_k) - \log|\det J|) / d`."""
-        return (self.prior_nll(z_n) - logdet) / self.total_dim
+    def logit_nll(self, z_s: Tensor) -> Tensor:
+        r"""Per-sample :math:`-\log \mathcal{N}(z_s; 0, I)` when ``logit_prior`` is on, else 0."""
+        if not self.logit_prior:
+            return z_s.new_zeros(z_s.shape[0])
+        return (0.5 * z_s.pow(2) + 0.5 * _LOG_2PI).sum(dim=1)
+
+    def mle_term(self, z_n: Tensor, logdet: Tensor, z_s: Tensor | None = None) -> Tensor:
+        r"""Per-sample :math:`L_{MLE_n} / d = (-\sum_k \log p_k((z_n)_k) - \log|\det J|) / d`,
+        plus :math:`-\log \mathcal{N}(z_s; 0, I) / d` with ``logit_prior`` and ``z_s`` given."""
+        nll = self.prior_nll(z_n)
+        if z_s is not None:
+            nll = nll + self.logit_nll(z_s)
+        return (nll - logdet) / self.total_dim
+
+    def adversary_features(self, z_n: Tensor) -> Tensor:
+        r"""What the nuisance classifier reads: :math:`z_n`, or with
+        ``adversary_input="standardized"`` :math:`(z_n - \mu_B) / \sigma_B` per dimension with
+        the batch's statistics (differentiable, so rescaling :math:`z_n` changes nothing the
+        classifier sees; a single-sample batch is only centred)."""
+        if self.adversary_input == "raw":
+            return z_n
+        centred = z_n - z_n.mean(dim=0, keepdim=True)
+        if z_n.shape[0] < 2:
+            return centred
+        return centred / (z_n.std(dim=0, keepdim=True) + 1e-6)
 
     def max_step(self, z_n: Tensor, y: Tensor) -> float:
         r"""Inner step(s) on detached ``z_n``: the classifier fits :math:`y`, the prior fits
         :math:`z_n`.
 
         Minimises ``max_step_scale * CE(D(z_n), y) + mean(prior_nll(z_n)) / d`` over the
-        nuisance classifier and :math:`\beta, \gamma` with :attr:`optimizer`, ``max_steps`` times.
+        nuisance classifier and :math:`\beta, \gamma` with :attr:`optimizer`, ``max_steps`` times
+        (the classifier reads :meth:`adversary_features`).
 
         Returns:
             The classifier's (unscaled) cross-entropy before the first step.
         """
         z = z_n.detach()
         y = self._check_labels(y, z)
+        features = self.adversary_features(z)
         first: float | None = None
         with torch.enable_grad():
             for _ in range(self.max_steps):
-                ce = F.cross_entropy(self.nuisance(z), y)
+                ce = F.cross_entropy(self.nuisance(features), y)
                 if first is None:
                     first = float(ce.detach())
                 loss = self.max_step_scale * ce + self.prior_nll(z).mean() / self.total_dim
@@ -341,41 +406,62 @@ class IndependenceCrossEntropy(nn.Module):
             self.optimizer.zero_grad(set_to_none=True)
         if first is None:
             with torch.no_grad():
-                first = float(F.cross_entropy(self.nuisance(z), y))
+                first = float(F.cross_entropy(self.nuisance(features), y))
         return first
 
     def min_objective(
-        self, z_s: Tensor, z_n: Tensor, logdet: Tensor, y: Tensor
+        self,
+        z_s: Tensor,
+        z_n: Tensor,
+        logdet: Tensor,
+        y: Tensor,
+        logits: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r"""The network's objective :math:`L_{sCE} - w_{nCE} L_{nCE} + w_{MLE} L_{MLE_n}/d`.
 
         With ``adversary="uniform"`` the term :math:`-L_{nCE}` becomes
-        :math:`+\mathrm{CE}(D(z_n), \mathrm{uniform})`. The nuisance classifier and the prior
-        enter with detached parameters: gradients flow to :math:`z_s, z_n` and ``logdet`` only.
+        :math:`+\mathrm{CE}(D(z_n), \mathrm{uniform})`; with ``"shuffled"`` it becomes
+        :math:`+\mathrm{CE}(D(z_n), y_{\pi})` for a random permutation :math:`\pi` of the batch.
+        The nuisance classifier and the prior enter with detached parameters: gradients flow to
+        :math:`z_s, z_n` and ``logdet`` only.
+
+        Args:
+            z_s, z_n, logdet: the network's outputs.
+            y: labels.
+            logits: the class scores the cross-entropy sees (default ``z_s``; a model with a
+                head on its logits, e.g. ``FiRevNet(logit_norm=True)``, passes
+                ``model.classify(z_s)``).
 
         Returns:
             ``(loss, terms)``: the batch means ``terms["sce"]``, ``terms["nce"]``,
             ``terms["mle"]`` and the nuisance classifier's ``terms["nuisance_logits"]``.
         """
         y = self._check_labels(y, z_s)
+        logits = z_s if logits is None else logits
         params = {name: p.detach() for name, p in self.nuisance.named_parameters()}
-        nuisance_logits = torch.func.functional_call(self.nuisance, params, (z_n,))
-        sce = F.cross_entropy(z_s, y)
+        nuisance_logits = torch.func.functional_call(
+            self.nuisance, params, (self.adversary_features(z_n),)
+        )
+        sce = F.cross_entropy(logits, y)
         nce = F.cross_entropy(nuisance_logits, y)
-        nll = gaussian_nll(z_n, self.beta.detach(), self.gamma.detach())
+        nll = gaussian_nll(z_n, self.beta.detach(), self.gamma.detach()) + self.logit_nll(z_s)
         mle = ((nll - logdet) / self.total_dim).mean()
         if self.adversary == "uniform":
-            confusion = -torch.log_softmax(nuisance_logits, dim=1).mean(dim=1).mean()
-            loss = sce + self.nce_weight * confusion + self.mle_weight * mle
+            nuisance_term = -torch.log_softmax(nuisance_logits, dim=1).mean(dim=1).mean()
+        elif self.adversary == "shuffled":
+            order = torch.randperm(y.shape[0], device=y.device)
+            nuisance_term = F.cross_entropy(nuisance_logits, y[order])
         else:
-            loss = sce - self.nce_weight * nce + self.mle_weight * mle
+            nuisance_term = -nce
+        loss = sce + self.nce_weight * nuisance_term + self.mle_weight * mle
         return loss, {"sce": sce, "nce": nce, "mle": mle, "nuisance_logits": nuisance_logits}
 
     def forward(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
         """The trainer hook: inner max step, then the min objective for ``model``.
 
         The max step runs only while ``model.training`` and gradients are enabled, so evaluating
-        the loss on validation data never trains the nuisance classifier on it.
+        the loss on validation data never trains the nuisance classifier on it. A model with a
+        ``classify(z_s)`` method (a head on its logits) is trained through it.
 
         Returns:
             ``(loss, metrics)``: the min objective (a scalar with a graph to the network) and
@@ -398,15 +484,17 @@ class IndependenceCrossEntropy(nn.Module):
             nce_max = self.max_step(z_n, y)
         else:
             with torch.no_grad():
-                nce_max = float(F.cross_entropy(self.nuisance(z_n), y))
-        loss, terms = self.min_objective(z_s, z_n, logdet, y)
+                nce_max = float(F.cross_entropy(self.nuisance(self.adversary_features(z_n)), y))
+        head = getattr(model, "classify", None)
+        logits = head(z_s) if callable(head) else z_s
+        loss, terms = self.min_objective(z_s, z_n, logdet, y, logits)
         metrics = {
             "loss": float(loss.detach()),
             "sce": float(terms["sce"].detach()),
             "nce": float(terms["nce"].detach()),
             "mle": float(terms["mle"].detach()),
             "nce_max": nce_max,
-            "acc": float((z_s.detach().argmax(dim=1) == y).float().mean()),
+            "acc": float((logits.detach().argmax(dim=1) == y).float().mean()),
             "nuisance_acc": float(
                 (terms["nuisance_logits"].detach().argmax(dim=1) == y).float().mean()
             ),
@@ -429,5 +517,6 @@ class IndependenceCrossEntropy(nn.Module):
             f"num_classes={self.num_classes}, nuisance_dim={self.nuisance_dim}, "
             f"max_steps={self.max_steps}, normalize_by_dim={self.normalize_by_dim}, "
             f"nce_weight={self.nce_weight}, mle_weight={self.mle_weight}, "
-            f"adversary={self.adversary!r}"
+            f"adversary={self.adversary!r}, adversary_input={self.adversary_input!r}, "
+            f"logit_prior={self.logit_prior}, inner_optimizer={self.inner_optimizer!r}"
         )

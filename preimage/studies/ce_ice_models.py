@@ -45,8 +45,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from preimage.analysis.ice_game import IceGameMonitor
 from preimage.analysis.invariance import classification_error
-from preimage.data import load_train_test
+from preimage.data import load_train_test, subset
 from preimage.errors import CheckpointError, ConfigError
 from preimage.losses import IceConfig, IndependenceCrossEntropy
 from preimage.models import FiRevNet, FiRevNetConfig, build_model
@@ -74,6 +75,7 @@ __all__ = [
     "TrainedModel",
     "different_label_pairs",
     "error_on",
+    "game_report",
     "load_mnist",
     "objective_models",
     "obtain_firevnet",
@@ -157,12 +159,25 @@ class IceStudyConfig(MnistStudyConfig):
         ice: the iCE loss (:class:`~preimage.losses.IndependenceCrossEntropy`'s arguments;
             paper: a 512-unit, 3-layer nuisance classifier, -L_nCE at weight 1, alternating
             single steps).
+        game_n_train: training images of the per-epoch fresh probe of an iCE run
+            (:class:`~preimage.analysis.ice_game.IceGameMonitor`).
+        game_n_test: test images both the in-loop adversary and the fresh probe are scored on.
+        game_probe_epochs: epochs of the per-epoch fresh probe (0: no monitoring).
     """
 
     ice: IceConfig = field(default_factory=IceConfig)
+    game_n_train: int = 5_000
+    game_n_test: int = 2_000
+    game_probe_epochs: int = 2
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": {**MNIST_SMOKE, "ice.nuisance_hidden": 32},
+        "smoke": {
+            **MNIST_SMOKE,
+            "ice.nuisance_hidden": 32,
+            "game_n_train": 128,
+            "game_n_test": 128,
+            "game_probe_epochs": 1,
+        },
         "cpu": {},
         "paper": MNIST_PAPER,
     }
@@ -298,6 +313,7 @@ def obtain_firevnet(
     ice: IceConfig | None = None,
     model_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    game: tuple[Pair, Pair, int] | None = None,
 ) -> TrainedModel:
     r"""A fi-RevNet trained with ``objective`` on ``train``, or reloaded from ``model_dir``.
 
@@ -319,6 +335,9 @@ def obtain_firevnet(
         ice: the iCE loss's settings (default :class:`~preimage.losses.IceConfig`).
         model_dir: where to look for a model to reuse.
         progress: draw progress bars.
+        game: ``(probe_train, probe_test, probe_epochs)``: watch an iCE run's game after
+            every epoch (:class:`~preimage.analysis.ice_game.IceGameMonitor`; its errors land
+            in the history as ``game_adversary_error`` and ``game_probe_error``).
 
     Raises:
         ConfigError: an unknown objective.
@@ -335,9 +354,19 @@ def obtain_firevnet(
     torch.manual_seed(recipe.seed)
     net = FiRevNet(shape, classes, **asdict(model))
     loss = None
+    callbacks = []
     if objective == "ice":
         loss = IndependenceCrossEntropy.from_config(net, classes, net.dim - classes, ice)
-    trainer = Trainer(net, train, test, recipe, loss_fn=loss, progress=progress)
+        if game is not None and game[2] > 0:
+            callbacks.append(
+                IceGameMonitor(
+                    loss, game[0], game[1], epochs=game[2], hidden=ice.nuisance_hidden,
+                    seed=recipe.seed,
+                )
+            )  # fmt: skip
+    trainer = Trainer(
+        net, train, test, recipe, loss_fn=loss, progress=progress, callbacks=callbacks
+    )
     trainer.fit()
     path = run.checkpoint_path(name)
     state = {
@@ -362,8 +391,19 @@ def objective_models(
     """``(objective, model)`` for each of :data:`OBJECTIVES`, saved as ``prefix + objective``.
 
     Each model is trained (or reloaded from ``config.model_dir``) only when the iteration
-    reaches it, so a study that evaluates one objective before the next keeps that order.
+    reaches it, so a study that evaluates one objective before the next keeps that order. The
+    iCE run is watched on ``config.game_n_train`` / ``game_n_test`` images of the training /
+    test data (see :func:`obtain_firevnet`).
     """
+    train, test = data
+    game = None
+    if config.game_probe_epochs > 0:
+        probe_test = test if test is not None else train
+        game = (
+            subset(train, config.game_n_train, config.seed + 3),
+            subset(probe_test, config.game_n_test, config.seed + 4),
+            config.game_probe_epochs,
+        )
     for objective in OBJECTIVES:
         yield (
             objective,
@@ -377,6 +417,7 @@ def objective_models(
                 ice=config.ice,
                 model_dir=config.model_dir,
                 progress=config.progress,
+                game=game,
             ),
         )
 
@@ -415,3 +456,40 @@ def training_figure(study: StudyRun, name: str, label: str, history: list[dict[s
             f"{label} training: loss and accuracy per epoch (and the learning rate where it "
             "changes).",
         )
+
+
+def game_report(study: StudyRun, name: str, label: str, history: list[dict[str, Any]]) -> None:
+    """The iCE game per epoch (from an :class:`~preimage.analysis.ice_game.IceGameMonitor`
+    history): ``figures/game_<name>.png`` with the in-loop adversary's and the fresh probe's
+    errors on z_n next to the logit test error, and a table that adds the MLE term. Nothing
+    when the history holds no game records (a reused checkpoint, or monitoring off)."""
+    rows = [h for h in history if "game_probe_error" in h]
+    if not rows:
+        return
+    epochs = [int(h["epoch"]) for h in rows]
+    series = {
+        "in-loop adversary on z_n": [100 * h["game_adversary_error"] for h in rows],
+        "fresh probe on z_n": [100 * h["game_probe_error"] for h in rows],
+        "logits (test)": [100 * (1 - h.get("test_accuracy", float("nan"))) for h in rows],
+    }
+    study.figure(
+        plots.line_plot(
+            epochs, series, xlabel="epoch", ylabel="test error %",
+            title=f"{label}: is the adversary beaten or fooled?",
+        ),
+        f"game_{name}",
+        f"{label}, per epoch: error of the in-loop nuisance classifier and of a fresh probe "
+        "trained on the current z_n (a gap = an adversary that is being fooled, not label "
+        "information removed), and the logit test error.",
+    )  # fmt: skip
+    study.table(
+        [
+            {
+                "epoch": e,
+                **{f"{k} error %": v[i] for k, v in series.items()},
+                "MLE term (nats/dim, train)": h.get("train_mle", float("nan")),
+            }
+            for i, (e, h) in enumerate(zip(epochs, rows, strict=True))
+        ],
+        title=f"{label}: the game per epoch",
+    )

@@ -19,13 +19,20 @@ References:
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from preimage.analysis.invariance import train_nuisance_classifier
-from preimage.data import subset
+import numpy as np
+import torch
+
+from preimage.analysis.ice_game import PROBE_LENGTHS, probe_length_curve
+from preimage.analysis.invariance import nuisance_features, train_nuisance_classifier
+from preimage.data import load_train_test, subset
+from preimage.report import plots
+from preimage.runs import atomic_write_bytes
 from preimage.studies import ce_ice_models as cim
 from preimage.studies.kit import StudyRun
 
@@ -49,6 +56,9 @@ class Config(cim.IceStudyConfig):
     Attributes:
         nuisance_epochs: epochs of the post-hoc nuisance classifier.
         n_train_error: training images the train errors are measured on.
+        probe_lengths: probe training lengths (epochs) of the probe-length curve.
+        probe_n_train: training images of the probe-length curve's probes.
+        n_codes_train: MNIST training-split images whose codes go to ``codes.npz``.
 
     Example:
         >>> Config.for_budget("paper").model.blocks_per_stage
@@ -57,12 +67,17 @@ class Config(cim.IceStudyConfig):
 
     nuisance_epochs: int = 10
     n_train_error: int = 10_000
+    probe_lengths: tuple[int, ...] = PROBE_LENGTHS
+    probe_n_train: int = 20_000
+    n_codes_train: int = 10_000
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
             **cim.IceStudyConfig.BUDGETS["smoke"],
             "nuisance_epochs": 2,
             "n_train_error": 256,
+            "probe_lengths": (1, 2),
+            "probe_n_train": 256,
         },
         "cpu": {},
         "paper": {**cim.MNIST_PAPER, "nuisance_epochs": 30, "n_train_error": 60_000},
@@ -89,8 +104,20 @@ def run(
     train, test = cim.load_mnist(config)
     train_eval = subset(train, config.n_train_error, config.seed + 2)
     metrics: dict[str, Any] = {"n_train": int(train[0].shape[0]), "n_test": int(test[0].shape[0])}
-    rows = []
+    rows, curves = [], []
+    probe_train = subset(train, config.probe_n_train, config.seed + 5)
+    codes_train, codes_test = load_train_test(
+        "mnist", n_train=config.n_codes_train, n_test=None, seed=config.seed + 6,
+        data_dir=config.data_dir,
+    )  # fmt: skip
+    codes: dict[str, np.ndarray] = {}
     for o, trained in cim.objective_models(study, config, (train, test), recipe):
+        for row in probe_length_curve(
+            trained.model, probe_train, test, lengths=config.probe_lengths,
+            hidden=config.ice.nuisance_hidden, seed=config.seed,
+        ):  # fmt: skip
+            curves.append({"objective": o.upper(), **row})
+        codes.update(_codes(o, trained.model, codes_train, codes_test))
         readout = train_nuisance_classifier(
             trained.model, train, test, hidden=config.ice.nuisance_hidden, depth=3,
             epochs=config.nuisance_epochs, seed=config.seed,
@@ -111,6 +138,36 @@ def run(
             for part in ("logit", "nuisance") for split in ("test", "train")
         }})  # fmt: skip
         cim.training_figure(study, o, o.upper(), trained.history)
+        cim.game_report(study, o, o.upper(), trained.history)
+    buffer = io.BytesIO()
+    np.savez(buffer, **codes)
+    atomic_write_bytes(study.path / "codes.npz", buffer.getvalue())
+    for o in cim.OBJECTIVES:
+        errors = [r["test_error"] for r in curves if r["objective"] == o.upper()]
+        metrics[f"{o}_nuisance_test_error_min"] = min(errors)
+    study.heading("Probe-length curve")
+    study.figure(
+        plots.line_plot(
+            list(config.probe_lengths),
+            {
+                f"{o.upper()}, {'standardised' if std else 'raw'} z_n": [
+                    100 * r["test_error"] for r in curves
+                    if r["objective"] == o.upper() and r["standardized"] == std
+                ]
+                for o in cim.OBJECTIVES for std in (True, False)
+            },
+            xlabel="probe training epochs", ylabel="nuisance test error %",
+            title="Post-hoc nuisance error over probe training length",
+        ),
+        "probe_length_curve",
+        f"Test error of fresh probes on z_n ({config.probe_n_train} training codes) after each "
+        "training length, with and without standardised inputs. Error that falls with longer "
+        "training was hidden, not removed.",
+    )  # fmt: skip
+    study.table(
+        [{**r, "test_error": 100 * r["test_error"]} for r in curves],
+        title="Probe-length curve (test error %)",
+    )
     study.heading("Table 2")
     study.table(
         [*rows, *PAPER_TABLE_2],
@@ -122,3 +179,21 @@ def run(
     study.check("ice_nuisance_test_error", metrics["ice_nuisance_test_error"], ">= 0.20")
     study.check("logit_error_gap_points", gap, "<= 0.5")
     return study.finish(metrics)
+
+
+@torch.no_grad()
+def _codes(
+    objective: str,
+    model: torch.nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, np.ndarray]:
+    """The ``codes.npz`` entries of one objective: float32 z_n and logits, int64 labels."""
+    logits = torch.cat([model.logits(x) for x in test[0].split(512)])
+    return {
+        f"{objective}_zn_train": nuisance_features(model, train[0]).float().cpu().numpy(),
+        f"{objective}_zn_test": nuisance_features(model, test[0]).float().cpu().numpy(),
+        f"{objective}_y_train": train[1].to(torch.int64).cpu().numpy(),
+        f"{objective}_y_test": test[1].to(torch.int64).cpu().numpy(),
+        f"{objective}_logits_test": logits.float().cpu().numpy(),
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -332,3 +334,118 @@ def test_ice_config_mirrors_the_constructor_and_builds_the_loss() -> None:
     assert (ice.max_steps, ice.nce_weight, ice.adversary) == (2, 0.25, "uniform")
     with pytest.raises(ConfigError):
         IndependenceCrossEntropy.from_config(toy, CLASSES, NUISANCE, {"max_steps": 2})  # type: ignore[arg-type]
+
+
+def test_shuffled_adversary_is_the_cross_entropy_to_permuted_labels() -> None:
+    toy, ice = _setup(adversary="shuffled", nce_weight=0.05, mle_weight=0.0)
+    x, y = _data(16)
+    z, logdet = toy(x)
+    z_s, z_n = toy.split(z)
+    torch.manual_seed(11)
+    order = torch.randperm(16)
+    torch.manual_seed(11)
+    loss, terms = ice.min_objective(z_s, z_n, logdet, y)
+    rows = np.arange(16)
+    log_q = special.log_softmax(_numpy_mlp(ice, z_n.detach().numpy()), axis=1)
+    sce = -special.log_softmax(z_s.detach().numpy(), axis=1)[rows, y.numpy()].mean()
+    shuffled = -log_q[rows, y.numpy()[order.numpy()]].mean()
+    assert float(loss.detach()) == pytest.approx(sce + 0.05 * shuffled, rel=1e-10)
+    # The true-label cross-entropy is still reported, and differs from the shuffled one.
+    assert float(terms["nce"].detach()) == pytest.approx(-log_q[rows, y.numpy()].mean(), rel=1e-10)
+
+
+@pytest.mark.parametrize("adversary_input", ["raw", "standardized"])
+def test_standardized_adversary_closes_the_scaling_loophole(adversary_input: str) -> None:
+    """Scaling z_n about its mean fools a raw adversary (its cross-entropy moves) but leaves
+    what a standardised adversary sees, and so the network's nuisance term, unchanged."""
+    _, ice = _setup(adversary_input=adversary_input, mle_weight=0.0)
+    x, y = _data(64)
+    z_n = x[:, CLASSES:] + 0.3 * x[:, :1]
+    z_s = torch.zeros(64, CLASSES, dtype=z_n.dtype)
+    logdet = torch.zeros(64, dtype=z_n.dtype)
+    for _ in range(50):
+        ice.max_step(z_n, y)
+    values = []
+    for scale in (1.0, 8.0):
+        scaled = z_n.mean(0) + scale * (z_n - z_n.mean(0))
+        _, terms = ice.min_objective(z_s, scaled, logdet, y)
+        values.append(float(terms["nce"]))
+    if adversary_input == "standardized":
+        # Equal up to the 1e-6 guard added to the standard deviation.
+        assert values[1] == pytest.approx(values[0], rel=1e-5)
+    else:
+        assert abs(values[1] - values[0]) > 0.1
+
+
+def test_standardized_features_have_zero_mean_unit_std_and_carry_gradients() -> None:
+    _, ice = _setup(adversary_input="standardized")
+    z = (3.0 * torch.randn(32, NUISANCE, dtype=torch.float64) + 5.0).requires_grad_()
+    f = ice.adversary_features(z)
+    torch.testing.assert_close(f.mean(0), torch.zeros(NUISANCE, dtype=torch.float64))
+    torch.testing.assert_close(
+        f.std(0), torch.ones(NUISANCE, dtype=torch.float64), rtol=1e-5, atol=0
+    )
+    (f[:, 0] * torch.arange(32.0, dtype=torch.float64)).sum().backward()
+    assert z.grad is not None and z.grad.abs().max() > 0
+
+
+def test_logit_prior_adds_the_standard_normal_density_of_z_s() -> None:
+    x, y = _data(16)
+    results = {}
+    for logit_prior in (False, True):
+        toy, ice = _setup(logit_prior=logit_prior, nce_weight=0.0)
+        z, logdet = toy(x)
+        z_s, z_n = toy.split(z)
+        _, terms = ice.min_objective(z_s, z_n, logdet, y)
+        results[logit_prior] = (float(terms["mle"].detach()), z_s.detach().numpy())
+    zs = results[True][1]
+    extra = -stats.norm.logpdf(zs).sum(axis=1).mean() / DIM
+    assert results[True][0] - results[False][0] == pytest.approx(extra, rel=1e-10)
+    toy, ice = _setup(logit_prior=True)
+    z, logdet = toy(x)
+    z_s, z_n = toy.split(z)
+    per_sample = ice.mle_term(z_n, logdet, z_s)
+    assert float(per_sample.mean().detach()) == pytest.approx(results[True][0], rel=1e-10)
+
+
+def test_logit_prior_bounds_the_logit_expansion() -> None:
+    """Without a density on z_s, scaling the logits up lowers L_MLE (the log-det grows) with
+    no bound; with N(0, I) on z_s the same scaling eventually costs more than it gains."""
+    x, _ = _data(16)
+    for logit_prior, grows in ((False, False), (True, True)):
+        toy, ice = _setup(logit_prior=logit_prior, nce_weight=0.0)
+        z, logdet = toy(x)
+        z_s, z_n = toy.split(z)
+        mles = []
+        for scale in (1.0, 10.0, 100.0):
+            shifted = logdet + CLASSES * math.log(scale)
+            mles.append(float(ice.mle_term(z_n, shifted, scale * z_s).mean().detach()))
+        assert (mles[2] > mles[1]) is grows
+        assert mles[1] < mles[0] or grows
+
+
+def test_inner_optimizer_option_picks_adamax() -> None:
+    _, ice = _setup(inner_optimizer="adamax")
+    assert isinstance(ice.optimizer, torch.optim.Adamax)
+    _, ice = _setup()
+    assert type(ice.optimizer) is torch.optim.Adam
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("adversary_input", "whitened"), ("inner_optimizer", "sgd")]
+)
+def test_unknown_choices_are_refused(option: str, value: str) -> None:
+    toy = AffineInvertibleClassifier((DIM,), CLASSES, seed=3)
+    with pytest.raises(ConfigError, match=option):
+        IndependenceCrossEntropy(toy, CLASSES, NUISANCE, **{option: value})  # type: ignore[arg-type]
+
+
+def test_a_model_with_a_logit_head_is_trained_through_it() -> None:
+    toy, ice = _setup(nce_weight=0.0, mle_weight=0.0)
+    toy.classify = lambda z_s: 3.0 * z_s + 1.0  # type: ignore[attr-defined]
+    x, y = _data(16)
+    loss, metrics = ice(toy.eval(), x, y)
+    z, _ = toy(x)
+    expected = F.cross_entropy(3.0 * toy.split(z)[0] + 1.0, y)
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
+    assert metrics["sce"] == pytest.approx(float(expected.detach()), rel=1e-10)
