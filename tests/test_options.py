@@ -121,3 +121,23 @@ def test_parse_assignments_keeps_text_and_refuses_missing_equals() -> None:
     assert parse_assignments(["a-b=1", "c.d=x=y"], flag="-o") == {"a_b": "1", "c.d": "x=y"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_assignments(["novalue"], flag="-o")
+
+
+def test_cli_sets_per_stage_block_counts_of_a_model_config() -> None:
+    from preimage.models import FiRevNetConfig
+
+    @dataclass(frozen=True)
+    class Study:
+        model: FiRevNetConfig = field(default_factory=FiRevNetConfig)
+
+    items = ["model.stage_blocks=[4,2,2]", "model.readout=center", "model.logit_norm=true"]
+    cfg = apply_overrides(Study(), parse_assignments(items, flag="-o"))
+    assert cfg.model.stage_blocks == (4, 2, 2) and cfg.model.readout == "center"
+    assert cfg.model.logit_norm is True
+    back = apply_overrides(cfg, parse_assignments(["model.stage_blocks=none"], flag="-o"))
+    assert back.model.stage_blocks is None
+    with pytest.raises(ConfigError, match="one count per stage"):
+        apply_overrides(Study(), {"model.stage_blocks": "[4,2]"})
+    with pytest.raises(ConfigError, match="stage_blocks"):
+        apply_overrides(Study(), {"model.stage_blocks": "[4,x,2]"})
+    assert ("model.stage_blocks", "list of int or none", None) in option_table(Study())

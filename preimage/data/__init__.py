@@ -1,7 +1,7 @@
 """Datasets: MNIST (IDX files, checksums, download), CIFAR-10 (binary batches), SVHN (.mat),
 scikit-learn's 8x8 digits, Adversarial Spheres, shiftMNIST and its textures, imaging mass
-spectrometry (imzML, synthetic TMAs, the averagine isotope model), derived subsets, and a registry
-that loads any of them by name.
+spectrometry (imzML, synthetic TMAs, the averagine isotope model), derived subsets, a registry
+that loads any of them by name, and the 3x32x32 embedding of small images.
 
 References:
     Jacobsen et al. (2019), Excessive Invariance Causes Adversarial Vulnerability, section 4 and
@@ -13,6 +13,7 @@ from __future__ import annotations
 from preimage.data.averagine import averagine_envelope, isotope_pattern_bins
 from preimage.data.cifar import CIFAR10_CLASSES, CIFAR10_FILES, cifar10_dir, load_cifar10
 from preimage.data.digits import DIGITS_MAX_INTENSITY, load_digits
+from preimage.data.embed import embed_image, unembed_image
 from preimage.data.ims import ImsDataset, load_imzml, write_imzml
 from preimage.data.mnist import (
     MNIST_FILES,
@@ -69,6 +70,7 @@ __all__ = [
     "data_root",
     "dataset_dir",
     "download_mnist",
+    "embed_image",
     "grayscale",
     "isotope_pattern_bins",
     "load_cifar10",
@@ -92,5 +94,6 @@ __all__ = [
     "subset",
     "synthetic_tma",
     "tof_edges",
+    "unembed_image",
     "write_imzml",
 ]

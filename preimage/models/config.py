@@ -1,7 +1,8 @@
 """Type checks for the models' frozen config dataclasses.
 
 A config field annotated ``int`` must hold an ``int`` (not a ``bool``, not ``"a"``), a ``float``
-a real number, a ``bool`` a ``bool`` and a ``Literal`` one of its values; otherwise the
+a real number, a ``bool`` a ``bool``, a ``Literal`` one of its values and a ``tuple[X, ...]`` a
+tuple or list (JSON turns tuples into lists) whose every item fits ``X``; otherwise the
 constructor raises a one-line :class:`~preimage.errors.ConfigError` naming the field, instead
 of a ``TypeError`` from a comparison deep inside ``__post_init__``.
 
@@ -46,7 +47,14 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if origin is tuple or hint is tuple:
-        return isinstance(value, tuple | list)
+        if not isinstance(value, tuple | list):
+            return False
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(item, args[0]) for item in value)
+        if args:
+            return len(args) == len(value) and all(map(_matches, value, args))
+        return True
     return True  # other annotations are checked by the config itself
 
 
@@ -58,6 +66,11 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "None"
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a tuple of {_describe(args[0]).split(' ', 1)[1]}"
+        return "a tuple"
     return f"a{'n' if hint is int else ''} {getattr(hint, '__name__', hint)}"
 
 

@@ -17,7 +17,7 @@ from preimage.nn.logdet import (
     series_terms_needed,
     series_truncation_bound,
 )
-from preimage.nn.reshape import Flatten, InjectivePad, Split, Squeeze
+from preimage.nn.reshape import CenterReadout, Flatten, InjectivePad, Split, Squeeze
 from preimage.nn.spectral import SpectralConv2d, SpectralLinear
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "BijectiveClassifier",
+    "CenterReadout",
     "Classifier",
     "DCT2d",
     "DCTReadout",

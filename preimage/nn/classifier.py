@@ -5,8 +5,10 @@ Two runtime-checkable protocols describe what training, attacks and analyses may
 * :class:`Classifier` - anything with ``logits(x) -> (batch, C)``;
 * :class:`BijectiveClassifier` - an invertible classifier with the simplified read-out of
   Jacobsen et al. (2019): ``forward(x) -> (z, logdet)``, ``inverse(z)``, ``split(z) -> (z_s, z_n)``,
-  ``merge(z_s, z_n)``, ``logits(x)`` and ``num_classes``. Its logits are :math:`z_s`, so every
-  :math:`F^{-1}(z_s(a), z_n(b))` is a metamer of :math:`a`.
+  ``merge(z_s, z_n)``, ``logits(x)`` and ``num_classes``. Its logits are :math:`z_s` (or, for
+  :class:`~preimage.models.FiRevNet` with ``logit_norm=True``, a batch norm of :math:`z_s`, a
+  fixed per-class affine map in eval mode), so every :math:`F^{-1}(z_s(a), z_n(b))` is a metamer
+  of :math:`a`.
 
 :func:`logits_of` is the single place that decides how logits are obtained: ``model.logits(x)``
 for a :class:`Classifier`, otherwise ``model(x)``, which must then be a tensor. Models satisfy the

@@ -1,5 +1,8 @@
 r"""Shape-changing invertible maps: squeeze, multi-scale split, injective padding, flatten.
 
+:class:`CenterReadout` is a flatten whose first entries are whole channels at the centre
+position of the map (the read-out of the authors' public fi-RevNet code).
+
 All of them only move or (for :class:`InjectivePad`) append entries, so their log-determinant
 is zero.
 
@@ -7,7 +10,9 @@ References:
     Jacobsen, Smeulders, Oyallon (2018), *i-RevNet*, section 3.1 (invertible down-sampling and
     injective padding).
     Dinh et al. (2017), *Real NVP*, section 3.6 (squeeze, multi-scale factor-out).
-    Jacobsen et al. (2019), *Excessive Invariance Causes Adversarial Vulnerability*, figure 3.
+    Jacobsen et al. (2019), *Excessive Invariance Causes Adversarial Vulnerability*, figure 3
+    and section 2.1 ("other choices [of z_s] work as well"); authors' public code,
+    jhjacobsen/fully-invertible-revnet (logits at the centre of the top map).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from preimage.errors import ShapeError
 from preimage.nn.base import InvertibleModule, Shape, check_shape, flat_dim
 from preimage.nn.memory_saving import Grads
 
-__all__ = ["Flatten", "InjectivePad", "Split", "Squeeze"]
+__all__ = ["CenterReadout", "Flatten", "InjectivePad", "Split", "Squeeze"]
 
 
 class Squeeze(InvertibleModule):
@@ -98,11 +103,73 @@ class Flatten(InvertibleModule):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if tuple(x.shape[1:]) != self.in_shape:
-            raise ShapeError(f"Flatten{self.in_shape} got samples of shape {tuple(x.shape[1:])}")
+            who = type(self).__name__
+            raise ShapeError(f"{who}{self.in_shape} got samples of shape {tuple(x.shape[1:])}")
         return x.reshape(x.shape[0], -1), self._zero_logdet(x)
 
     def inverse(self, y: Tensor) -> Tensor:
         return y.reshape(y.shape[0], *self.in_shape)
+
+
+class CenterReadout(Flatten):
+    r"""Flatten with ``k`` whole channels at the centre position first, the rest in flat order.
+
+    For a ``(C, H, W)`` map the first ``k`` outputs are :math:`x_{c,\,\lfloor H/2 \rfloor,\,
+    \lfloor W/2 \rfloor}` for :math:`c = 0, \dots, k - 1`; the remaining :math:`CHW - k` entries
+    follow in the order of :class:`Flatten`. As a read-out of a fi-RevNet this makes the logits
+    ``k`` full channels at one position (each computed by its own filters over the whole
+    receptive field), instead of one channel at ``k`` positions whose neighbours, computed by the
+    same filters, would sit in the nuisance. A fixed permutation: log-det 0, exact inverse.
+
+    Args:
+        in_shape: ``(C, H, W)`` of one input sample.
+        k: number of centre entries put first; needs ``1 <= k <= C``.
+
+    Raises:
+        ShapeError: ``in_shape`` is not ``(C, H, W)`` or ``k`` is not in ``[1, C]``.
+
+    References:
+        Jacobsen et al. (2019), *Excessive Invariance Causes Adversarial Vulnerability*,
+        section 2.1; authors' public code, jhjacobsen/fully-invertible-revnet (10 logits at the
+        centre of the 48x4x4 top map).
+
+    Example:
+        >>> import torch
+        >>> r = CenterReadout((3, 4, 5), 2)
+        >>> x = torch.randn(2, 3, 4, 5)
+        >>> z, logdet = r(x)
+        >>> bool(torch.equal(z[:, :2], x[:, :2, 2, 2])), z.shape, logdet.tolist()
+        (True, torch.Size([2, 60]), [0.0, 0.0])
+        >>> bool(torch.equal(r.inverse(z), x))
+        True
+    """
+
+    exact_inverse = True
+
+    def __init__(self, in_shape: Shape, k: int) -> None:
+        if len(in_shape) != 3:
+            raise ShapeError(f"CenterReadout takes (C, H, W) samples, got {tuple(in_shape)}")
+        c, h, w = (int(s) for s in in_shape)
+        if not 1 <= int(k) <= c:
+            raise ShapeError(
+                f"CenterReadout needs 1 <= k <= channels, got k={k} for a {c}x{h}x{w} map"
+            )
+        super().__init__((c, h, w))
+        self.k = int(k)
+        centre = torch.arange(self.k) * h * w + (h // 2) * w + w // 2
+        rest = torch.ones(c * h * w, dtype=torch.bool)
+        rest[centre] = False
+        order = torch.cat((centre, torch.arange(c * h * w)[rest]))
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, logdet = super().forward(x)
+        return y[:, self.order], logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        check_shape(y, (2,), "CenterReadout.inverse")
+        return super().inverse(y[:, self.inverse_order])
 
 
 class Split(InvertibleModule):

@@ -26,6 +26,7 @@ from preimage.nn import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    CenterReadout,
     DCT2d,
     DCTReadout,
     Flatten,
@@ -54,6 +55,7 @@ CASES: dict[type, Case] = {
     InjectivePad: (lambda: InjectivePad(2), SHAPE),
     DCT2d: (DCT2d, SHAPE),
     DCTReadout: (lambda: DCTReadout(SHAPE), SHAPE),
+    CenterReadout: (lambda: CenterReadout(SHAPE, 3), SHAPE),
     Split: (
         lambda: Split(SHAPE, InvertibleSequential(ActNorm(2), AffineCoupling(2, hidden=4))),
         SHAPE,

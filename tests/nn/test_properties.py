@@ -44,6 +44,7 @@ from preimage.nn import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    CenterReadout,
     DCT2d,
     DCTReadout,
     Flatten,
@@ -104,6 +105,7 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
     "flatten": (lambda s: Flatten(s), image_shape()),
     "dct2d": (lambda s: DCT2d(), image_shape()),
     "dct-readout": (lambda s: DCTReadout(s), image_shape()),
+    "center-readout": (lambda s: CenterReadout(s, 2), image_shape()),
     "split": (
         lambda s: Split(
             s, InvertibleSequential(ActNorm(s[0] - s[0] // 2), Flatten((s[0] - s[0] // 2, *s[1:])))
@@ -141,6 +143,20 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
             hidden=6,
             readout="dct",
             split=False,
+            coupling="additive",
+        ),
+        even_image_shape(),
+    ),
+    # logit_norm is outside the bijection, so it has no case here: its parameters get no
+    # gradient from (z, logdet); tests/models/test_firevnet.py checks it through classify.
+    "firevnet-center-stageblocks": (
+        lambda s: FiRevNet(
+            s,
+            2,
+            stages=2,
+            stage_blocks=(2, 1),
+            hidden=6,
+            readout="center",
             coupling="additive",
         ),
         even_image_shape(),
