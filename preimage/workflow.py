@@ -63,7 +63,6 @@ RESUMABLE: tuple[str, ...] = ("epochs", "device")
 """The settings ``--resume`` may change; every other one belongs to the stored run."""
 
 
-
 def _model_options(model: str, dataset: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
     # The presets size a fi-RevNet; other models bring their own defaults.
     preset = DATASET_PRESETS.get(dataset, {}).get("model", {}) if model == "fi-revnet" else {}

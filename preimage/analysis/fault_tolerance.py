@@ -66,10 +66,7 @@ def label_information_curve(
                     f"perturbed inputs {tuple(version.shape)} differ from {tuple(x.shape)}"
                 )
             pred = torch.cat(
-                [
-                    logits_of(model, chunk).argmax(1).cpu()
-                    for chunk in version.split(batch_size)
-                ]
+                [logits_of(model, chunk).argmax(1).cpu() for chunk in version.split(batch_size)]
             ).numpy()
             out["snr_db"].append(float(snr_db(x, version - x, definition=definition).mean()))
             out["i_ty_bits"].append(mutual_information(pred, labels, correction, unit="bits"))

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from preimage.analysis.ice_game import IceGameMonitor
 from preimage.analysis.invariance import classification_error
-from preimage.data import load_train_test, subset
+from preimage.data import embed_image, load_train_test, subset
 from preimage.errors import CheckpointError, ConfigError
 from preimage.losses import IceConfig, IndependenceCrossEntropy
 from preimage.models import FiRevNet, FiRevNetConfig, build_model
@@ -77,6 +77,7 @@ __all__ = [
     "error_on",
     "game_report",
     "load_mnist",
+    "model_inputs",
     "objective_models",
     "obtain_firevnet",
     "obtain_plain_classifier",
@@ -112,6 +113,9 @@ class MnistStudyConfig(StudyConfig):
         train: the fi-RevNet's training recipe (paper: 100 epochs, decay every 30).
         model: the fi-RevNet (paper: 3 stages of 16 blocks, 128 filters).
         model_dir: a previous run directory whose checkpoints to reuse.
+        embed: feed the fi-RevNets MNIST embedded as 3x32x32 (centred zero padding, two empty
+            channels: :func:`~preimage.data.embed_image`, as in the authors' public code), which
+            gives a 48x4x4 top map with a centre position for ``model.readout="center"``.
 
     Example:
         >>> MnistStudyConfig.for_budget("paper").model.blocks_per_stage
@@ -124,6 +128,7 @@ class MnistStudyConfig(StudyConfig):
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr_step=4))
     model: FiRevNetConfig = field(default_factory=_mnist_model)
     model_dir: str | None = None
+    embed: bool = False
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
@@ -183,11 +188,12 @@ class IceStudyConfig(MnistStudyConfig):
     }
 
 
-def load_mnist(config: MnistStudyConfig) -> tuple[Pair, Pair]:
+def load_mnist(config: MnistStudyConfig, *, embed: bool | None = None) -> tuple[Pair, Pair]:
     """The MNIST train and test subsets of ``config`` (:func:`~preimage.data.load_train_test`:
     the train draw uses ``seed``, the test draw ``seed + 1``; ``train_split="test"`` draws
-    both from one permutation of the test split)."""
-    return load_train_test(
+    both from one permutation of the test split), embedded as 3x32x32 when ``embed`` (default:
+    ``config.embed``)."""
+    train, test = load_train_test(
         "mnist",
         n_train=config.n_train,
         n_test=config.n_test,
@@ -195,6 +201,14 @@ def load_mnist(config: MnistStudyConfig) -> tuple[Pair, Pair]:
         data_dir=config.data_dir,
         train_split=config.train_split,
     )
+    if config.embed if embed is None else embed:
+        return model_inputs(train), model_inputs(test)
+    return train, test
+
+
+def model_inputs(data: Pair) -> Pair:
+    """``(images, labels)`` with MNIST-shaped images embedded as 3x32x32 (``embed``)."""
+    return embed_image(data[0], size=32, channels=3), data[1]
 
 
 def study_recipe(config: StudyConfig, train: TrainConfig, *, seed_offset: int = 0) -> TrainConfig:

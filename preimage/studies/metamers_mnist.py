@@ -202,9 +202,12 @@ def run(
     study.seed()
     device = study.device
     train, test = cim.load_mnist(config)
-    recipe = TrainConfig(epochs=config.oracle_epochs, seed=config.seed + 11, device=config.device)
+    # The oracle has a recipe of its own; the fi-RevNets below keep the study's ``recipe``.
+    oracle_recipe = TrainConfig(
+        epochs=config.oracle_epochs, seed=config.seed + 11, device=config.device
+    )
     oracle_model = cim.obtain_plain_classifier(
-        study, "oracle", train, test, recipe=recipe, width=config.oracle_width,
+        study, "oracle", train, test, recipe=oracle_recipe, width=config.oracle_width,
         progress=config.progress,
     ).model  # fmt: skip
     oracle = ClassifierOracle(oracle_model, batch_size=512)

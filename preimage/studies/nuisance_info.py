@@ -110,6 +110,8 @@ def run(
         "mnist", n_train=config.n_codes_train, n_test=None, seed=config.seed + 6,
         data_dir=config.data_dir,
     )  # fmt: skip
+    if config.embed:
+        codes_train, codes_test = cim.model_inputs(codes_train), cim.model_inputs(codes_test)
     codes: dict[str, np.ndarray] = {}
     for o, trained in cim.objective_models(study, config, (train, test), recipe):
         for row in probe_length_curve(

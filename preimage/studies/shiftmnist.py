@@ -126,7 +126,7 @@ class TextureConfig(ShiftConfig):
 
 def load_shift_splits(config: ShiftConfig) -> dict[str, tuple[Tensor, Tensor]]:
     """``train``, ``test`` (held-out :math:`\\mathcal{D}_{Train}`) and ``adv`` splits."""
-    (x_tr, y_tr), (x_te, y_te) = cim.load_mnist(config)
+    (x_tr, y_tr), (x_te, y_te) = cim.load_mnist(config, embed=False)
     variant = config.VARIANT
     bank = load_textures(config.texture_dir, seed=config.seed) if variant == "texture" else None
     out = {}
@@ -134,6 +134,8 @@ def load_shift_splits(config: ShiftConfig) -> dict[str, tuple[Tensor, Tensor]]:
         out[split] = make_shiftmnist(
             x, y, variant=variant, split=split, seed=config.seed, textures=bank
         )  # type: ignore[arg-type]
+        if config.embed:
+            out[split] = cim.model_inputs(out[split])
     return out
 
 

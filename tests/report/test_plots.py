@@ -326,6 +326,8 @@ def test_training_curves_omit_a_constant_learning_rate_and_tick_whole_epochs() -
     assert all(float(t).is_integer() for t in many.xaxis.get_major_locator()())
     decayed = training_curves([dict(h, lr=0.1 * 0.2**i) for i, h in enumerate(history)])
     assert [ax.get_ylabel() for ax in decayed.axes] == ["loss", "learning rate"]
+
+
 def test_training_curves_integer_epoch_ticks_and_constant_curves_named_not_drawn() -> None:
     history = [
         {"epoch": e, "train_loss": 1.0 / e, "train_acc": 1.0, "lr": 1e-3} for e in range(1, 8)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from preimage.studies import metamers_mnist
+from preimage.train import read_checkpoint_metadata
 
 
 def test_metamers_mnist_smoke(tmp_path, data_root, ice_trained_ice) -> None:
@@ -29,3 +32,8 @@ def test_metamers_mnist_smoke(tmp_path, data_root, ice_trained_ice) -> None:
     ckpt = tmp_path / "checkpoints"
     assert (ckpt / "oracle.safetensors").is_file()
     ice_trained_ice(ckpt / "ce.safetensors", ckpt / "ice.safetensors")
+    # The fi-RevNets follow the study's recipe, not the oracle's (seed + 11, oracle_epochs).
+    for o in ("ce", "ice"):
+        state = json.loads(read_checkpoint_metadata(ckpt / f"{o}.safetensors")["state"])
+        assert state["train"]["seed"] == config.seed
+        assert state["train"]["epochs"] == config.train.epochs
