@@ -76,6 +76,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 """Variant name -> (objective, the study options it sets)."""
 
+GAME_KEYS = (
+    "epoch",
+    "train_mle",
+    "train_nuisance_acc",
+    "test_accuracy",
+    "game_adversary_error",
+    "game_probe_error",
+)
+"""History entries kept per epoch in the JSON rows."""
+
 
 def run_variant(
     name: str,
@@ -124,8 +134,7 @@ def run_variant(
         "game": [
             {
                 k: h[k]
-                for k in ("epoch", "train_mle", "train_nuisance_acc", "test_accuracy")
-                + ("game_adversary_error", "game_probe_error")
+                for k in GAME_KEYS
                 if k in h
             }
             for h in trained.history
