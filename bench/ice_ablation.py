@@ -131,14 +131,7 @@ def run_variant(
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "logit_test_error": cim.error_on(model.logits, test, torch.device("cpu")),
         "nuisance_test_error": probe.test_error,
-        "game": [
-            {
-                k: h[k]
-                for k in GAME_KEYS
-                if k in h
-            }
-            for h in trained.history
-        ],
+        "game": [{k: h[k] for k in GAME_KEYS if k in h} for h in trained.history],
         "train_s": train_s,
     }
 
