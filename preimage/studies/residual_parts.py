@@ -11,7 +11,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,7 +21,7 @@ from torch import Tensor
 
 from preimage.models.residual import ResidualClassifier, plain_conv_branch
 from preimage.nn.base import InvertibleSequential
-from preimage.nn.iresblock import IResBlock
+from preimage.nn.iresblock import FixedPointTrace, IResBlock, iterate_contraction
 from preimage.nn.spectral import converge_spectral
 from preimage.studies.base import StudyConfig
 from preimage.train import TrainConfig, Trainer
@@ -116,16 +115,13 @@ class ResidualClassifierConfig:
     pad_channels: int = 4
 
 
-def _rows(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).norm(dim=1)
-
-
 def invert_with_iterations(body: InvertibleSequential, z: Tensor, n_iter: int) -> Tensor:
     r"""Invert ``body`` with exactly ``n_iter`` fixed-point steps per residual block.
 
     Unlike :meth:`IResBlock.inverse` there is no stopping rule and no Lipschitz requirement,
     so it also runs (and may diverge) on unconstrained ResNets (thesis algorithm 1 with a
-    fixed budget, as in figure 4.4).
+    fixed budget, as in figure 4.4): each block is solved by
+    :func:`~preimage.nn.iresblock.iterate_contraction` with ``stop=False``.
 
     Example:
         >>> net = ResidualClassifier((1, 4, 4), n_blocks=1, hidden=4, coeff=0.5).eval()
@@ -139,9 +135,7 @@ def invert_with_iterations(body: InvertibleSequential, z: Tensor, n_iter: int) -
     with torch.no_grad():
         for layer in reversed(list(body)):
             if isinstance(layer, IResBlock):
-                y = z
-                for _ in range(n_iter):
-                    z = y - layer.g(z)
+                z, _ = _fixed_steps(layer.g, z, None, n_iter)
             else:
                 z = layer.inverse(z)
     return z
@@ -154,7 +148,8 @@ def fixed_point_trace(
 
     Starting from :math:`x^{[0]} = y = x + g(x)`, step :math:`k` gives the worst sample's
     :math:`\|x - x^{[k]}\|_2` and its lemma-4.5 bound
-    :math:`\min(L^k\|x^{[1]}-x^{[0]}\|, L\|x^{[k]}-x^{[k-1]}\|)/(1-L)`.
+    :math:`\min(L^k\|x^{[1]}-x^{[0]}\|, L\|x^{[k]}-x^{[k-1]}\|)/(1-L)`, as traced by
+    :func:`~preimage.nn.iresblock.iterate_contraction` (``stop=False, trace=True``).
 
     Returns:
         ``(errors, bounds)``, two arrays of length ``n_iter``; the bound of a sample is only
@@ -168,22 +163,22 @@ def fixed_point_trace(
         >>> bool((errors <= bounds).all()), bool(errors[-1] < errors[0])
         (True, True)
     """
-    errors = np.empty(n_iter)
-    bounds = np.full(n_iter, math.nan)
     with torch.no_grad():
-        y = x + g(x)
-        z = y
-        first: Tensor | None = None
-        for k in range(1, n_iter + 1):
-            z_next = y - g(z)
-            step = _rows(z_next - z)
-            first = step if first is None else first
-            z = z_next
-            errors[k - 1] = float(_rows(z - x).max())
-            if lip < 1.0:
-                bound = torch.minimum(lip**k * first, lip * step) / (1.0 - lip)
-                bounds[k - 1] = float(bound.max())
-    return errors, bounds
+        _, trace = _fixed_steps(g, x + g(x), lip, n_iter, trace=True)
+        assert trace is not None  # asked for above
+        errors = (trace.iterates - x).flatten(2).norm(dim=2).amax(dim=1)
+        bounds = trace.bounds.amax(dim=1)
+    return errors.double().cpu().numpy(), bounds.cpu().numpy()
+
+
+def _fixed_steps(
+    g: Callable[[Tensor], Tensor], y: Tensor, lip: float | None, n_iter: int, trace: bool = False
+) -> tuple[Tensor, FixedPointTrace | None]:
+    r"""``n_iter`` plain steps :math:`x \leftarrow y - g(x)` from :math:`x = y` (no stopping)."""
+    x, diagnostics = iterate_contraction(
+        lambda v: y - g(v), y, lip, 0.0, 0.0, n_iter, stop=False, trace=trace
+    )
+    return x, diagnostics.trace
 
 
 @dataclass(frozen=True)
