@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from preimage.errors import ConfigError
 from preimage.models.residual import ResidualClassifier, plain_conv_branch
 from preimage.nn.base import InvertibleSequential
 from preimage.nn.iresblock import FixedPointTrace, IResBlock, iterate_contraction
@@ -31,6 +32,7 @@ __all__ = [
     "ResidualClassifierConfig",
     "ResidualStudyConfig",
     "adam_recipe",
+    "check_coeffs",
     "converge_spectral",
     "fixed_point_trace",
     "invert_with_iterations",
@@ -224,3 +226,19 @@ class ResidualStudyConfig(StudyConfig):
             "train.batch_size": 128,
         },
     }
+
+
+def check_coeffs(config: ResidualStudyConfig) -> None:
+    """Refuse spectral coefficients outside :math:`(0, 1)` (no contraction, no inverse).
+
+    Raises:
+        ConfigError: an empty ``coeffs`` or one outside :math:`(0, 1)`.
+
+    Example:
+        >>> check_coeffs(ResidualStudyConfig(coeffs=(1.2,)))
+        Traceback (most recent call last):
+        ...
+        preimage.errors.ConfigError: coeffs must be in (0, 1), got (1.2,)
+    """
+    if not config.coeffs or any(not 0 < c < 1 for c in config.coeffs):
+        raise ConfigError(f"coeffs must be in (0, 1), got {config.coeffs}")
