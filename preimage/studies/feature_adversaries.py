@@ -28,10 +28,8 @@ References:
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,7 +39,7 @@ from torch import Tensor, nn
 from preimage.attacks import LogitMetamer, metameric_sample
 from preimage.report import plots
 from preimage.studies import ce_ice_models as cim
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig
 
 __all__ = ["Config", "run"]
@@ -144,20 +142,26 @@ def _attacks(config: Config, models: dict[str, nn.Module], source: Tensor, targe
     return results
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+def _check(config: Config) -> None:
+    """Refuse ``train.seed`` / ``train.device`` before the run directory opens."""
+    cim.study_recipe(config, config.train)
+
+
+@study_entry(
+    "feature-adversaries",
+    title="Feature adversaries vs analytic metamers (appendix B)",
+    check=_check,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""
-    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
-    study = StudyRun(
-        "feature-adversaries", config, out_dir, argv=argv,
-        title="Feature adversaries vs analytic metamers (appendix B)",
-        intro=f"LogitMetamer (Adam, lr {config.lr}, at most {config.steps} steps, stop at logit "
+    study.text(
+        f"LogitMetamer (Adam, lr {config.lr}, at most {config.steps} steps, stop at logit "
         f"MSE {config.tol}) moves {config.n_images} source images until their logits match those "
         f"of target images of another class, on the non-invertible baseline ({cim.BASELINE}) and "
         "on the CE fi-RevNet. The analytic metamer F^-1(z_s(target), z_n(source)) of the "
-        "fi-RevNet gets there in one inverse pass.",
-    )  # fmt: skip
+        "fi-RevNet gets there in one inverse pass."
+    )
+    recipe = cim.study_recipe(config, config.train)
     study.seed()
     device = study.device
     train, test = cim.load_mnist(config)

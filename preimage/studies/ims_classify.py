@@ -34,8 +34,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -56,7 +54,7 @@ from preimage.data import ImsDataset, isotope_pattern_bins, load_imzml, syntheti
 from preimage.errors import ConfigError
 from preimage.models import IsotopeNet, ResidualNet1D, count_parameters
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig
 
 __all__ = ["NULL_TOLERANCE", "TABLE_A2", "Config", "NetSettings", "roc_ranking", "run"]
@@ -223,18 +221,13 @@ def _builder(config: Config, name: str, n_bins: int) -> Any:
     raise ConfigError(f"unknown model {name!r}; use isotopenet or residualnet")
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "ims-classify",
+    title="IMS tumour typing (thesis ch. 7)",
+    intro=_INTRO,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""
-    study = StudyRun(
-        "ims-classify",
-        config,
-        out_dir,
-        argv=argv,
-        title="IMS tumour typing (thesis ch. 7)",
-        intro=_INTRO,
-    )
     study.seed()
     data = _data(config)
     if not np.array_equal(np.unique(data.label), [0, 1]):

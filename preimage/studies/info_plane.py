@@ -23,8 +23,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,7 +36,7 @@ from preimage.models.mlp import MLP
 from preimage.report.plots import training_curves
 from preimage.studies._rate_distortion_common import information_plane_figure, recipe, three_v_seven
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["Config", "run"]
@@ -93,21 +91,14 @@ def _compression(curve: dict[str, np.ndarray]) -> float:
     return float(curve["i_xt"].max() - curve["i_xt"][-1])
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    study = StudyRun(
-        "info-plane",
-        config,
-        out_dir,
-        argv=argv,
-        title="Information plane under true and random labels",
-        intro=(
-            "Galloway et al. (2018), section 4.2 and figure 3: a ReLU MLP on MNIST 3 vs 7 "
-            "compresses I(X;T) in its last layer with true labels and memorises (no "
-            "compression) with random labels. Binned estimates, 30 equal-mass bins per layer."
-        ),
-    )
+@study_entry(
+    "info-plane",
+    title="Information plane under true and random labels",
+    intro="Galloway et al. (2018), section 4.2 and figure 3: a ReLU MLP on MNIST 3 vs 7 "
+    "compresses I(X;T) in its last layer with true labels and memorises (no "
+    "compression) with random labels. Binned estimates, 30 equal-mass bins per layer.",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     gen = study.seed()
     (x, y), test = three_v_seven(config.data_dir, config.n_train, 2000, config.seed)
     true = DatasetSplit("mnist-3v7", x, y, 2, tuple(x.shape[1:]))

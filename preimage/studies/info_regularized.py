@@ -31,8 +31,7 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -43,7 +42,7 @@ from preimage.models import PlainNet, PreActResNet
 from preimage.report import plots
 from preimage.studies import info_reg_parts as common
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig
 
 __all__ = ["Config", "Setting", "run", "settings"]
@@ -66,6 +65,10 @@ class Config(StudyConfig):
         alpha1: :math:`\\alpha_1` (penalty) of the regularised runs.
         seeds: runs per setting.
         n_constrain: training samples the Constrain is measured on.
+
+    Example:
+        >>> Config.for_budget("paper").seeds
+        10
     """
 
     train: TrainConfig = field(
@@ -139,27 +142,17 @@ def settings(config: Config) -> list[Setting]:
     return rows
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Run the study into ``out_dir`` and return its metrics.
-
-    Example:
-        >>> Config.for_budget("paper").seeds
-        10
-    """
-    study = StudyRun(
-        "info-regularized",
-        config,
-        out_dir,
-        argv=argv,
-        title="Information-regularised ResNets: accuracy and Constrain (tables 1-2)",
-        intro=(
-            f"Pre-activation ResNet-{config.depth} / PlainNet-{config.depth} on "
-            f"{config.dataset}, {config.seeds} seeds per setting. Equation 7 adds "
-            "alpha2 ||w_y|| ||F(x)|| (true class's column); NaiveReg adds alpha2 ||w||. "
-            "Constrain = I(X;Y_hat) - I(Y;Y_hat) in nats, averaged over the epochs."
-        ),
+@study_entry(
+    "info-regularized",
+    title="Information-regularised ResNets: accuracy and Constrain (tables 1-2)",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
+    """Run the study into ``out_dir`` and return its metrics."""
+    study.text(
+        f"Pre-activation ResNet-{config.depth} / PlainNet-{config.depth} on "
+        f"{config.dataset}, {config.seeds} seeds per setting. Equation 7 adds "
+        "alpha2 ||w_y|| ||F(x)|| (true class's column); NaiveReg adds alpha2 ||w||. "
+        "Constrain = I(X;Y_hat) - I(Y;Y_hat) in nats, averaged over the epochs."
     )
     train, test = common.load_data(
         config.dataset, config.n_train, config.n_test, config.seed, config.data_dir

@@ -28,7 +28,6 @@ References:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -43,7 +42,7 @@ from preimage.data import load_dataset
 from preimage.errors import ConfigError
 from preimage.models.strided_cnn import STRIDED_CNN_MAPS, strided_cnn
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 from preimage.train.checkpoint import save_checkpoint
 
@@ -173,20 +172,18 @@ def _figure(summaries: dict[str, list[dict[str, Any]]]) -> Figure:
     return fig
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "inverse-stability",
+    title="inverse-stability: singular values of WideCIFAR vs ThinCIFAR (figure 3.4)",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train WideCIFAR and ThinCIFAR, linearise them at test inputs, compare their spectra."""
-    study = StudyRun(
-        "inverse-stability", config, out_dir, argv=argv,
-        title="inverse-stability: singular values of WideCIFAR vs ThinCIFAR (figure 3.4)",
-        intro=(
-            f"The strided CNNs of table 3.1 trained on {config.dataset} "
-            f"({config.image_size}x{config.image_size}); every convolution and ReLU is analysed "
-            f"through the exact linearisation of the network up to it, at {config.n_inputs} "
-            "test inputs (medians)."
-        ),
-    )  # fmt: skip
+    study.text(
+        f"The strided CNNs of table 3.1 trained on {config.dataset} "
+        f"({config.image_size}x{config.image_size}); every convolution and ReLU is analysed "
+        f"through the exact linearisation of the network up to it, at {config.n_inputs} "
+        "test inputs (medians)."
+    )
     train_data = _images(config, "train", config.n_train)
     x_test, y_test = _images(config, "test", config.n_test)
     summaries: dict[str, list[dict[str, Any]]] = {}

@@ -24,8 +24,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -36,7 +34,7 @@ from preimage.errors import ConvergenceError
 from preimage.models.iresnet import IResNetConfig, IResNetLinear, build_iresnet
 from preimage.report.plots import reconstruction_figure, training_curves
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["Config", "run"]
@@ -140,23 +138,18 @@ def _figures(study: StudyRun, history: list[dict[str, Any]], x: Tensor, x_rec: T
     )
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "iresnet-mnist-classify",
+    title="iresnet-mnist-classify: i-ResNet classifier (thesis appendix A.1)",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train and evaluate the i-ResNet classifier; writes the run directory."""
     m, t = config.model, config.train
-    study = StudyRun(
-        "iresnet-mnist-classify",
-        config,
-        out_dir,
-        argv=argv,
-        title="iresnet-mnist-classify: i-ResNet classifier (thesis appendix A.1)",
-        intro=(
-            f"IResNet with {m.stages} stages x {m.blocks_per_stage} blocks, {m.hidden} hidden "
-            f"channels, c = {m.coeff}, padded to {m.pad_channels} channels; {t.epochs} epoch(s) "
-            f"of {t.optimizer} (batch {t.batch_size}) on {config.n_train or 'all'} "
-            f"{config.dataset} training images; test error on {config.n_test} test images."
-        ),
+    study.text(
+        f"IResNet with {m.stages} stages x {m.blocks_per_stage} blocks, {m.hidden} hidden "
+        f"channels, c = {m.coeff}, padded to {m.pad_channels} channels; {t.epochs} epoch(s) "
+        f"of {t.optimizer} (batch {t.batch_size}) on {config.n_train or 'all'} "
+        f"{config.dataset} training images; test error on {config.n_test} test images."
     )
     train, test = study.load_data(config.dataset, n_train=config.n_train, n_test=config.n_test)
     study.seed()

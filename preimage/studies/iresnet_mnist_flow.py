@@ -26,8 +26,6 @@ References:
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -38,7 +36,7 @@ from preimage.errors import ConvergenceError
 from preimage.models.iresnet_flow import BitsPerDim, IResNetFlow, IResNetFlowConfig
 from preimage.report.plots import image_grid, training_curves
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 from preimage.train.augment import dequantize
 
@@ -199,22 +197,17 @@ def _metrics(
     }
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "iresnet-mnist-flow",
+    title="iresnet-mnist-flow: i-ResNet density model (thesis appendix A.2)",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train the density model, evaluate bits/dim, draw samples; writes the run directory."""
     m, t = config.model, config.train
-    study = StudyRun(
-        "iresnet-mnist-flow",
-        config,
-        out_dir,
-        argv=argv,
-        title="iresnet-mnist-flow: i-ResNet density model (thesis appendix A.2)",
-        intro=(
-            f"IResNetFlow with {m.stages} scale-blocks x {m.blocks_per_stage} blocks, "
-            f"{m.hidden} hidden channels, c = {m.coeff}, trained with the {m.logdet} estimator "
-            f"for {t.epochs} epoch(s) on {config.n_train or 'all'} {config.dataset} images."
-        ),
+    study.text(
+        f"IResNetFlow with {m.stages} scale-blocks x {m.blocks_per_stage} blocks, "
+        f"{m.hidden} hidden channels, c = {m.coeff}, trained with the {m.logdet} estimator "
+        f"for {t.epochs} epoch(s) on {config.n_train or 'all'} {config.dataset} images."
     )
     train, (x_test, _) = study.load_data(
         config.dataset, n_train=config.n_train, n_test=config.n_eval

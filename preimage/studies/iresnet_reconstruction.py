@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
@@ -41,13 +39,13 @@ from torch import Tensor
 
 from preimage.analysis.invariance import classification_error
 from preimage.analysis.operator_norm import lipschitz_certificate
-from preimage.errors import ConfigError
 from preimage.nn.iresblock import IResBlock
 from preimage.report.plots import image_grid, line_plot
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.studies.residual_parts import (
     ResidualClassifier,
     ResidualStudyConfig,
+    check_coeffs,
     converge_spectral,
     fixed_point_trace,
     invert_with_iterations,
@@ -266,27 +264,21 @@ def _check_targets(
     )
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "iresnet-reconstruction",
+    title="iresnet-reconstruction: fixed-point inversion (thesis figures 4.3, 4.4)",
+    check=check_coeffs,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train the networks, invert them and write the run directory; returns the metrics."""
-    if not config.coeffs or any(not 0 < c < 1 for c in config.coeffs):
-        raise ConfigError(f"coeffs must be in (0, 1), got {config.coeffs}")
     settings: list[tuple[str, float | None]] = [(f"c={c}", c) for c in config.coeffs]
     settings.append(("unconstrained", None))
-    study = StudyRun(
-        "iresnet-reconstruction",
-        config,
-        out_dir,
-        argv=argv,
-        title="iresnet-reconstruction: fixed-point inversion (thesis figures 4.3, 4.4)",
-        intro=(
-            f"{len(settings)} residual classifiers with {config.model.n_blocks} blocks trained for "
-            f"{config.train.epochs} epoch(s) on {config.dataset}; each inverted with "
-            f"1..{config.max_iter} fixed-point steps per block on {config.n_eval} test images. "
-            "The lemma 4.5 bound is checked in float64 with the certified Lipschitz bound of "
-            "each block."
-        ),
+    study.text(
+        f"{len(settings)} residual classifiers with {config.model.n_blocks} blocks trained for "
+        f"{config.train.epochs} epoch(s) on {config.dataset}; each inverted with "
+        f"1..{config.max_iter} fixed-point steps per block on {config.n_eval} test images. "
+        "The lemma 4.5 bound is checked in float64 with the certified Lipschitz bound of "
+        "each block."
     )
     train, test = study.load_data(config.dataset, n_train=config.n_train, n_test=config.n_test)
     x_eval = test[0][: config.n_eval]

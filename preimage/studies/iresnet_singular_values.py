@@ -23,8 +23,6 @@ References:
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
@@ -35,13 +33,13 @@ from torch import Tensor, nn
 
 from preimage.analysis.invariance import classification_error
 from preimage.analysis.operator_norm import lipschitz_certificate, operator_norm
-from preimage.errors import ConfigError
 from preimage.nn.iresblock import IResBlock
 from preimage.nn.spectral import SpectralConv2d
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.studies.residual_parts import (
     ResidualClassifier,
     ResidualStudyConfig,
+    check_coeffs,
     converge_spectral,
     trained_classifier,
 )
@@ -273,25 +271,19 @@ def _check_targets(study: StudyRun, config: Config, metrics: dict[str, Any]) -> 
     )
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "iresnet-singular-values",
+    title="iresnet-singular-values: exact operator norms (thesis figure 4.2)",
+    check=check_coeffs,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train, measure every convolution exactly, certify, and write the run directory."""
-    if not config.coeffs or any(not 0 < c < 1 for c in config.coeffs):
-        raise ConfigError(f"coeffs must be in (0, 1), got {config.coeffs}")
-    study = StudyRun(
-        "iresnet-singular-values",
-        config,
-        out_dir,
-        argv=argv,
-        title="iresnet-singular-values: exact operator norms (thesis figure 4.2)",
-        intro=(
-            f"A vanilla ResNet and i-ResNets with c in {list(config.coeffs)} "
-            f"({config.model.n_blocks} blocks, 3-1-3 convolutions) trained for "
-            f"{config.train.epochs} epoch(s) on {config.dataset}. Every convolution's largest "
-            "singular value is computed exactly on the input size it sees; the i-ResNets are "
-            "shown as trained and after converging their power iteration."
-        ),
+    study.text(
+        f"A vanilla ResNet and i-ResNets with c in {list(config.coeffs)} "
+        f"({config.model.n_blocks} blocks, 3-1-3 convolutions) trained for "
+        f"{config.train.epochs} epoch(s) on {config.dataset}. Every convolution's largest "
+        "singular value is computed exactly on the input size it sees; the i-ResNets are "
+        "shown as trained and after converging their power iteration."
     )
     train, test = study.load_data(config.dataset, n_train=None, n_test=config.n_test)
     sample = test[0][:1]

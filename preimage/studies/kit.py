@@ -35,8 +35,7 @@ import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 from matplotlib.figure import Figure
@@ -51,13 +50,15 @@ from preimage.studies.base import StudyConfig
 from preimage.train.config import resolve_device
 from preimage.train.distributed import is_main_process
 
-__all__ = ["SMOKE_CAVEAT", "StudyRun", "Target", "goal_met"]
+__all__ = ["SMOKE_CAVEAT", "RunFunction", "StudyRun", "Target", "goal_met", "study_entry"]
 
 SMOKE_CAVEAT = (
     "**Smoke budget.** This run used the `smoke` budget (seconds, for the tests): the models "
     "are tiny and barely trained, so its figures and targets are not meaningful. Run "
     "`--budget cpu` for results."
 )
+
+C = TypeVar("C", bound=StudyConfig)
 
 _COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<=": operator.le,
@@ -131,6 +132,7 @@ class Target:
 class StudyRun:
     r"""One study's run: run directory, config, device, report, targets and summary.
 
+
     Args:
         name: the study's registered name (``preimage run NAME``).
         config: the resolved study config (nested component configs included).
@@ -176,12 +178,8 @@ class StudyRun:
     def __enter__(self) -> StudyRun:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        # Nothing to release: an unfinished run keeps what it wrote, finish() writes the rest.
         return None
 
     @property
@@ -282,3 +280,62 @@ class StudyRun:
         lines += [t.line() for t in self.targets]
         lines.append(f"report: {self.dir.report_path.resolve()}")
         return "\n".join(lines)
+
+
+class RunFunction(Protocol):
+    """A study's ``run``: what the registry and ``preimage run`` call."""
+
+    def __call__(
+        self, config: Any, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
+    ) -> dict[str, Any]: ...
+
+
+def study_entry(
+    name: str,
+    *,
+    title: str | None = None,
+    intro: str | None = None,
+    check: Callable[[C], object] | None = None,
+) -> Callable[[Callable[[StudyRun, C], dict[str, Any]]], RunFunction]:
+    """Make ``body(study, config) -> metrics`` a study's ``run(config, out_dir, *, argv=None)``.
+
+    Every study starts the same way: open a :class:`StudyRun` named ``name`` in ``out_dir``
+    (recording ``argv``), with the report's ``title`` and ``intro``. The decorated body gets
+    that run and the config, does the science and ends with ``study.finish(metrics)``. An
+    introduction that depends on the config is the body's first ``study.text(...)``: it lands
+    in the same place of the report as ``intro``. ``check(config)`` runs before the run
+    directory opens, so a config it refuses (raising
+    :class:`~preimage.errors.ConfigError`) leaves the folder untouched.
+
+    The body's docstring becomes ``run``'s; doctests there are not collected (``run`` is
+    defined here), so a study's examples belong to its module or ``Config`` docstring.
+
+    Example:
+        >>> import tempfile
+        >>> from preimage.studies.base import StudyConfig
+        >>> @study_entry("toy", title="A toy study")
+        ... def run(study: StudyRun, config: StudyConfig) -> dict[str, Any]:
+        ...     study.check("seed", config.seed, "== 0")
+        ...     return study.finish({"seed": config.seed})
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stdout(io.StringIO()):
+        ...     metrics = run(StudyConfig(budget="cpu"), tempfile.mkdtemp())
+        >>> metrics
+        {'seed': 0, 'target_seed_met': True}
+    """
+
+    def decorate(body: Callable[[StudyRun, C], dict[str, Any]]) -> RunFunction:
+        def run(
+            config: C, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
+        ) -> dict[str, Any]:
+            if check is not None:
+                check(config)
+            study = StudyRun(name, config, out_dir, argv=argv, title=title, intro=intro)
+            return body(study, config)
+
+        # Not functools.wraps: its __wrapped__ would make the signature look like the body's.
+        run.__module__, run.__name__ = body.__module__, body.__name__
+        run.__qualname__, run.__doc__ = body.__qualname__, body.__doc__
+        return run
+
+    return decorate

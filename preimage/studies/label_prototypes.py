@@ -22,8 +22,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -35,7 +33,7 @@ from preimage.models.svhn_cnn import SVHNCNN
 from preimage.report.plots import image_grid
 from preimage.studies._rate_distortion_common import digits_32, recipe
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["Config", "prototype_match_rate", "run"]
@@ -91,20 +89,15 @@ class Config(StudyConfig):
     }
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    study = StudyRun(
-        "label-prototypes",
-        config,
-        out_dir,
-        argv=argv,
-        title="Label prototypes: from Y back to X",
-        intro=(
-            "Galloway et al. (2018), figure 4(b): descending each label's loss from noise around "
-            "the mean image gives prototypical digits for the weight-decay model."
-        ),
-    )
+@study_entry(
+    "label-prototypes",
+    title="Label prototypes: from Y back to X",
+    intro=(
+        "Galloway et al. (2018), figure 4(b): descending each label's loss from noise around "
+        "the mean image gives prototypical digits for the weight-decay model."
+    ),
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     gen = study.seed()
     (x, y), test, dataset = digits_32(
         config.data_dir, config.n_train, 1000, config.seed, dataset=config.dataset

@@ -19,13 +19,20 @@ References:
     Behrmann (thesis), *Invertibility and Domain Knowledge*, figure 5.3, lemma 5.6,
     algorithm 2, theorem 5.8 and section 5.6. Chen, Behrmann, Duvenaud, Jacobsen (2019),
     *Residual Flows*, section 3.1.
+
+Example:
+    >>> import tempfile
+    >>> cfg = Config.for_budget("smoke", progress=False, max_terms=3, series_draws=20,
+    ...                         roulette_draws=20)
+    >>> m = run(cfg, tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    logdet...
+    >>> m["dim"]
+    8
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,7 +52,7 @@ from preimage.nn.logdet import (
 )
 from preimage.nn.spectral import SpectralLinear
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 
 __all__ = ["Config", "logdet_problem", "run"]
 
@@ -248,31 +255,20 @@ def _check_targets(study: StudyRun, metrics: dict[str, Any]) -> None:
     )
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Measure the estimators and write the run directory; returns the metrics.
-
-    Example:
-        >>> import tempfile
-        >>> cfg = Config.for_budget("smoke", progress=False, max_terms=3, series_draws=20,
-        ...                         roulette_draws=20)
-        >>> m = run(cfg, tempfile.mkdtemp())  # doctest: +ELLIPSIS
-        logdet...
-        >>> m["dim"]
-        8
-    """
+def _check(config: Config) -> None:
     if not 1 <= config.dim <= 16:
         raise ConfigError(f"dim must be in [1, 16] for the exact reference, got {config.dim}")
     if config.max_terms < 1 or config.series_draws < 2 or config.roulette_draws < 2:
         raise ConfigError("need max_terms >= 1, series_draws >= 2 and roulette_draws >= 2")
-    study = StudyRun(
-        "logdet-estimator",
-        config,
-        out_dir,
-        argv=argv,
-        title="logdet-estimator: power series vs Russian roulette (thesis figure 5.3)",
-    )
+
+
+@study_entry(
+    "logdet-estimator",
+    title="logdet-estimator: power series vs Russian roulette (thesis figure 5.3)",
+    check=_check,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
+    """Measure the estimators and write the run directory; returns the metrics."""
     g, x, gen = logdet_problem(config, study.device)
     with torch.no_grad():
         exact = float(exact_logdet(g, x)[1].mean())

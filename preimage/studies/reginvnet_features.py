@@ -23,8 +23,7 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -42,7 +41,7 @@ from preimage.losses import InformationRegularizedLoss
 from preimage.models import InvNet
 from preimage.studies import info_reg_parts as common
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig
 
 __all__ = ["MIN_AUC", "MIN_AUC_GAIN", "Config", "run"]
@@ -71,6 +70,10 @@ class Config(StudyConfig):
         hidden: the encoder's widths (LeNet-300-100).
         digit: the digit of figures 2 and 8.
         n_constrain: training samples the Constrain is logged on.
+
+    Example:
+        >>> Config.for_budget("paper").train.epochs
+        100
     """
 
     train: TrainConfig = field(default_factory=lambda: common.plain_sgd(20))
@@ -98,29 +101,19 @@ class Config(StudyConfig):
     }
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Run the study into ``out_dir`` and return its metrics.
-
-    Example:
-        >>> Config.for_budget("paper").train.epochs
-        100
-    """
-    study = StudyRun(
-        "reginvnet-features",
-        config,
-        out_dir,
-        argv=argv,
-        title="Interpretable features of RegInvNet (figures 2, 3, 6, 8)",
-        intro=(
-            f"InvNet and RegInvNet (LeNet-{'-'.join(map(str, config.hidden))} features, "
-            f"alternating autoencoder updates) on {config.dataset}; RegInvNet adds "
-            f"alpha2 ||w_y|| ||F(x)|| with alpha2 = {config.alpha2} and an L1 proximal step "
-            f"(alpha1 = {config.alpha1}) every {config.prox_every} iterations (equation 7, "
-            "appendix E). The paper finds that regularised features encode each digit in a few "
-            "entries: one entry per digit separates it with ROC AUC 0.99 (InvNet: 0.81)."
-        ),
+@study_entry(
+    "reginvnet-features",
+    title="Interpretable features of RegInvNet (figures 2, 3, 6, 8)",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
+    """Run the study into ``out_dir`` and return its metrics."""
+    study.text(
+        f"InvNet and RegInvNet (LeNet-{'-'.join(map(str, config.hidden))} features, "
+        f"alternating autoencoder updates) on {config.dataset}; RegInvNet adds "
+        f"alpha2 ||w_y|| ||F(x)|| with alpha2 = {config.alpha2} and an L1 proximal step "
+        f"(alpha1 = {config.alpha1}) every {config.prox_every} iterations (equation 7, "
+        "appendix E). The paper finds that regularised features encode each digit in a few "
+        "entries: one entry per digit separates it with ROC AUC 0.99 (InvNet: 0.81)."
     )
     train, test = common.load_data(
         config.dataset, config.n_train, config.n_test, config.seed, config.data_dir

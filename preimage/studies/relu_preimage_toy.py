@@ -23,8 +23,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,7 +36,7 @@ from torch import Tensor, nn
 from preimage.analysis.relu_preimage import classify_preimage
 from preimage.analysis.stability import stability_profile
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["GRID_KINDS", "Config", "run"]
@@ -125,20 +123,18 @@ def _figure(
     return fig
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "relu-preimage-toy",
+    title="relu-preimage-toy: pre-images and conditioning of a 3-neuron ReLU net",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train the 2-3-2 ReLU net, map pre-image kinds and conditioning over the plane."""
-    study = StudyRun(
-        "relu-preimage-toy", config, out_dir, argv=argv,
-        title="relu-preimage-toy: pre-images and conditioning of a 3-neuron ReLU net",
-        intro=(
-            f"A 2-{config.hidden}-2 ReLU network trained on two circles (thesis figure 3.1). "
-            "For every point of a grid: the prediction, the kind of the pre-image of its "
-            "first-layer activations (theorem 3.3) and the condition number of the first "
-            "layer's exact linearisation (definition 3.4)."
-        ),
-    )  # fmt: skip
+    study.text(
+        f"A 2-{config.hidden}-2 ReLU network trained on two circles (thesis figure 3.1). "
+        "For every point of a grid: the prediction, the kind of the pre-image of its "
+        "first-layer activations (theorem 3.3) and the condition number of the first "
+        "layer's exact linearisation (definition 3.4)."
+    )
     study.seed()
     train_data = _circles(config.n_train, config, config.seed)
     test_data = _circles(config.n_test, config, config.seed + 1)

@@ -11,7 +11,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -20,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from preimage.errors import ConfigError
 from preimage.models.residual import ResidualClassifier, plain_conv_branch
 from preimage.nn.base import InvertibleSequential
-from preimage.nn.iresblock import IResBlock
+from preimage.nn.iresblock import FixedPointTrace, IResBlock, iterate_contraction
 from preimage.nn.spectral import converge_spectral
 from preimage.studies.base import StudyConfig
 from preimage.train import TrainConfig, Trainer
@@ -32,6 +32,7 @@ __all__ = [
     "ResidualClassifierConfig",
     "ResidualStudyConfig",
     "adam_recipe",
+    "check_coeffs",
     "converge_spectral",
     "fixed_point_trace",
     "invert_with_iterations",
@@ -116,16 +117,13 @@ class ResidualClassifierConfig:
     pad_channels: int = 4
 
 
-def _rows(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).norm(dim=1)
-
-
 def invert_with_iterations(body: InvertibleSequential, z: Tensor, n_iter: int) -> Tensor:
     r"""Invert ``body`` with exactly ``n_iter`` fixed-point steps per residual block.
 
     Unlike :meth:`IResBlock.inverse` there is no stopping rule and no Lipschitz requirement,
     so it also runs (and may diverge) on unconstrained ResNets (thesis algorithm 1 with a
-    fixed budget, as in figure 4.4).
+    fixed budget, as in figure 4.4): each block is solved by
+    :func:`~preimage.nn.iresblock.iterate_contraction` with ``stop=False``.
 
     Example:
         >>> net = ResidualClassifier((1, 4, 4), n_blocks=1, hidden=4, coeff=0.5).eval()
@@ -139,9 +137,7 @@ def invert_with_iterations(body: InvertibleSequential, z: Tensor, n_iter: int) -
     with torch.no_grad():
         for layer in reversed(list(body)):
             if isinstance(layer, IResBlock):
-                y = z
-                for _ in range(n_iter):
-                    z = y - layer.g(z)
+                z, _ = _fixed_steps(layer.g, z, None, n_iter)
             else:
                 z = layer.inverse(z)
     return z
@@ -154,7 +150,8 @@ def fixed_point_trace(
 
     Starting from :math:`x^{[0]} = y = x + g(x)`, step :math:`k` gives the worst sample's
     :math:`\|x - x^{[k]}\|_2` and its lemma-4.5 bound
-    :math:`\min(L^k\|x^{[1]}-x^{[0]}\|, L\|x^{[k]}-x^{[k-1]}\|)/(1-L)`.
+    :math:`\min(L^k\|x^{[1]}-x^{[0]}\|, L\|x^{[k]}-x^{[k-1]}\|)/(1-L)`, as traced by
+    :func:`~preimage.nn.iresblock.iterate_contraction` (``stop=False, trace=True``).
 
     Returns:
         ``(errors, bounds)``, two arrays of length ``n_iter``; the bound of a sample is only
@@ -168,22 +165,22 @@ def fixed_point_trace(
         >>> bool((errors <= bounds).all()), bool(errors[-1] < errors[0])
         (True, True)
     """
-    errors = np.empty(n_iter)
-    bounds = np.full(n_iter, math.nan)
     with torch.no_grad():
-        y = x + g(x)
-        z = y
-        first: Tensor | None = None
-        for k in range(1, n_iter + 1):
-            z_next = y - g(z)
-            step = _rows(z_next - z)
-            first = step if first is None else first
-            z = z_next
-            errors[k - 1] = float(_rows(z - x).max())
-            if lip < 1.0:
-                bound = torch.minimum(lip**k * first, lip * step) / (1.0 - lip)
-                bounds[k - 1] = float(bound.max())
-    return errors, bounds
+        _, trace = _fixed_steps(g, x + g(x), lip, n_iter, trace=True)
+        assert trace is not None  # asked for above
+        errors = (trace.iterates - x).flatten(2).norm(dim=2).amax(dim=1)
+        bounds = trace.bounds.amax(dim=1)
+    return errors.double().cpu().numpy(), bounds.cpu().numpy()
+
+
+def _fixed_steps(
+    g: Callable[[Tensor], Tensor], y: Tensor, lip: float | None, n_iter: int, trace: bool = False
+) -> tuple[Tensor, FixedPointTrace | None]:
+    r"""``n_iter`` plain steps :math:`x \leftarrow y - g(x)` from :math:`x = y` (no stopping)."""
+    x, diagnostics = iterate_contraction(
+        lambda v: y - g(v), y, lip, 0.0, 0.0, n_iter, stop=False, trace=trace
+    )
+    return x, diagnostics.trace
 
 
 @dataclass(frozen=True)
@@ -229,3 +226,19 @@ class ResidualStudyConfig(StudyConfig):
             "train.batch_size": 128,
         },
     }
+
+
+def check_coeffs(config: ResidualStudyConfig) -> None:
+    """Refuse spectral coefficients outside :math:`(0, 1)` (no contraction, no inverse).
+
+    Raises:
+        ConfigError: an empty ``coeffs`` or one outside :math:`(0, 1)`.
+
+    Example:
+        >>> check_coeffs(ResidualStudyConfig(coeffs=(1.2,)))
+        Traceback (most recent call last):
+        ...
+        preimage.errors.ConfigError: coeffs must be in (0, 1), got (1.2,)
+    """
+    if not config.coeffs or any(not 0 < c < 1 for c in config.coeffs):
+        raise ConfigError(f"coeffs must be in (0, 1), got {config.coeffs}")

@@ -25,7 +25,6 @@ References:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -42,7 +41,7 @@ from preimage.information.plane import layer_activations
 from preimage.models.mlp import MLP
 from preimage.studies._rate_distortion_common import recipe, subsample
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import Callback, TrainConfig, Trainer
 
 __all__ = ["VARIANTS", "Config", "cluster_geometry", "run"]
@@ -176,20 +175,13 @@ def _figure(snapshots: dict[str, dict[int, np.ndarray]], labels: np.ndarray) -> 
     return fig
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    study = StudyRun(
-        "sphere-packing",
-        config,
-        out_dir,
-        argv=argv,
-        title="Sphere packing in a two-neuron bottleneck",
-        intro=(
-            "Galloway et al. (2018), appendix A and figure 6: MNIST codes of a 2-D nonlinear "
-            "information bottleneck without batch norm, with it, and with it but no affine part."
-        ),
-    )
+@study_entry(
+    "sphere-packing",
+    title="Sphere packing in a two-neuron bottleneck",
+    intro="Galloway et al. (2018), appendix A and figure 6: MNIST codes of a 2-D nonlinear "
+    "information bottleneck without batch norm, with it, and with it but no affine part.",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     x, y = subsample(
         load_dataset("mnist", "train", data_dir=config.data_dir), config.n_train, config.seed
     )

@@ -29,8 +29,7 @@ References:
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -45,7 +44,7 @@ from preimage.nn.base import InvertibleModule, InvertibleSequential
 from preimage.nn.coupling import AffineCoupling
 from preimage.nn.iresblock import IResBlock, dense_branch
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.studies.residual_parts import adam_recipe, converge_spectral
 from preimage.train import TrainConfig, Trainer
 from preimage.train.checkpoint import save_checkpoint
@@ -235,26 +234,25 @@ def _fit(
     return {"test_nll": nll, "initial_nll": initial, "train_nll": float(final["train_loss"])}
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Train both flows on every dataset and write the run directory; returns the metrics."""
+def _check(config: Config) -> None:
     unknown = [d for d in config.datasets if d not in TOY2D]
     if unknown or not config.datasets:
         raise ConfigError(f"unknown toy datasets {unknown}; choose from {', '.join(TOY2D)}")
-    study = StudyRun(
-        "toy-density",
-        config,
-        out_dir,
-        argv=argv,
-        title="toy-density: i-ResNet vs coupling flow in 2-D (thesis figure 5.2)",
-        intro=(
-            f"i-ResNet ({config.n_blocks} blocks, width {config.hidden}, c = {config.coeff}, "
-            f"exact log-det) vs coupling flow ({config.n_couplings} affine couplings, width "
-            f"{config.hidden}), {config.steps} Adam steps of {config.train.batch_size} fresh "
-            f"samples on {', '.join(config.datasets)}. Test NLL in nats on {config.n_test} "
-            "held-out points (lower is better)."
-        ),
+
+
+@study_entry(
+    "toy-density",
+    title="toy-density: i-ResNet vs coupling flow in 2-D (thesis figure 5.2)",
+    check=_check,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
+    """Train both flows on every dataset and write the run directory; returns the metrics."""
+    study.text(
+        f"i-ResNet ({config.n_blocks} blocks, width {config.hidden}, c = {config.coeff}, "
+        f"exact log-det) vs coupling flow ({config.n_couplings} affine couplings, width "
+        f"{config.hidden}), {config.steps} Adam steps of {config.train.batch_size} fresh "
+        f"samples on {', '.join(config.datasets)}. Test NLL in nats on {config.n_test} "
+        "held-out points (lower is better)."
     )
     device = study.device
     axis = torch.linspace(-config.extent, config.extent, config.grid, device=device)

@@ -8,7 +8,7 @@ import pytest
 
 from preimage.errors import ConfigError
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun, Target
+from preimage.studies.kit import StudyRun, Target, study_entry
 
 
 def test_targets_become_flags_and_rows(tmp_path) -> None:
@@ -23,3 +23,34 @@ def test_targets_become_flags_and_rows(tmp_path) -> None:
     assert written["command"] == "run toy-study" and written["seed"] == 7
     with pytest.raises(ConfigError):
         study.finish({})
+
+
+def _toy_entry(checked: list[int]):
+    def refuse_odd_seeds(config: StudyConfig) -> None:
+        checked.append(config.seed)
+        if config.seed % 2:
+            raise ConfigError(f"odd seed {config.seed}")
+
+    @study_entry("toy-entry", title="Toy entry", intro="Static intro.", check=refuse_odd_seeds)
+    def run(study: StudyRun, config: StudyConfig) -> dict:
+        """The toy body."""
+        study.text(f"Seed {config.seed}.")
+        study.check("seed_even", config.seed, "== 0")
+        return study.finish({"seed": config.seed})
+
+    return run
+
+
+def test_study_entry_opens_the_run_and_checks_before_it(tmp_path) -> None:
+    checked: list[int] = []
+    run = _toy_entry(checked)
+    assert run.__name__ == "run" and run.__doc__ == "The toy body."
+    metrics = run(StudyConfig(device="cpu"), tmp_path / "a", argv=["preimage", "run", "toy"])
+    assert metrics == {"seed": 0, "target_seed_even_met": True}
+    written = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert written["command"] == "run toy-entry" and written["argv"] == ["preimage", "run", "toy"]
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "Toy entry" in html and html.index("Static intro.") < html.index("Seed 0.")
+    with pytest.raises(ConfigError, match="odd seed"):
+        run(StudyConfig(seed=1, device="cpu"), tmp_path / "b")
+    assert checked == [0, 1] and not (tmp_path / "b").exists()
