@@ -59,6 +59,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "shuffled-std": ("ice", {**AUTHORS, **STD}),
     "shuffled-std-lp": ("ice", {**AUTHORS, **STD, **LOGIT_PRIOR}),
     "shuffled-std-w1": ("ice", {**AUTHORS, **STD, "ice.nce_weight": 1.0}),
+    "shuffled-std-mle0": ("ice", {**AUTHORS, **STD, "ice.mle_weight": 0.0}),
+    "shuffled-std-mle0.1": ("ice", {**AUTHORS, **STD, "ice.mle_weight": 0.1}),
+    "shuffled-std-w0.3-mle0": (
+        "ice",
+        {**AUTHORS, **STD, "ice.nce_weight": 0.3, "ice.mle_weight": 0.0},
+    ),
+    "shuffled-std-w1-mle0": (
+        "ice",
+        {**AUTHORS, **STD, "ice.nce_weight": 1.0, "ice.mle_weight": 0.0},
+    ),
     "shuffled-std-lp-bn": ("ice", {**AUTHORS, **STD, **LOGIT_PRIOR, "model.logit_norm": True}),
     "ce-bn": ("ce", {"model.logit_norm": True}),
     "ce-center": ("ce", {"model.readout": "center"}),

@@ -72,6 +72,23 @@ Deviations from the papers, and why:
   A short ablation of weights and inner steps (``bench/ice_ablation.py``) found no setting of
   the small ``cpu`` network that removes much label information from :math:`z_n` without
   costing logit accuracy.
+- **Loopholes of the game and the options that close them** (issue 11 of this project).
+  With a learned factorial Gaussian, rescaling :math:`z_n` costs the MLE term nothing (the log
+  scale :math:`\gamma` cancels the scaling's log-determinant) yet drives an unnormalised ReLU
+  adversary's cross-entropy up, so the network can *fool* the in-loop classifier without
+  removing the label; ``adversary_input="standardized"`` feeds the classifier :math:`z_n`
+  standardised with the batch's (differentiable) statistics, which a rescaling cannot move.
+  Equation 6 puts a density on :math:`z_n` only while the log-determinant covers all :math:`d`
+  dimensions, so expanding the logit directions lowers the loss without bound;
+  ``logit_prior=True`` adds :math:`\mathcal{N}(0, I)` on :math:`z_s`, the full likelihood of
+  the authors' public code (which also passes the logits through a batch norm before the
+  cross-entropy: ``FiRevNet(logit_norm=True)``, used here through the model's ``classify``).
+  ``adversary="shuffled"`` is that code's network term, the cross-entropy of the nuisance
+  classifier to the batch's labels in random order (bounded below by the entropy of the label
+  marginal, reached when :math:`D(z_n)` is the marginal), usually with ``nce_weight=0.05``,
+  ``max_steps=5`` and ``inner_optimizer="adamax"``. What each option did is measured in
+  ``bench/ice_ablation.py`` (table in BENCHMARKS.md); :class:`~preimage.analysis.ice_game.
+  IceGameMonitor` shows, per epoch, whether the in-loop classifier is beaten or fooled.
 - :math:`\beta, \gamma` are learned in the inner step on detached :math:`z_n` (block-coordinate
   descent on the same MLE objective) rather than jointly with :math:`\theta` by the trainer's
   optimiser, so the trainer only needs the network's parameters.

@@ -462,7 +462,9 @@ def obtain_plain_classifier(
 
 def training_figure(study: StudyRun, name: str, label: str, history: list[dict[str, Any]]) -> None:
     """``figures/training_<name>.png``: the training curves of ``history`` (none when empty, as
-    for a reused checkpoint that carries no history)."""
+    for a reused checkpoint that carries no history), then the iCE game of :func:`game_report`
+    when the history holds one."""
+    game_report(study, name, label, history)
     if history:
         study.figure(
             plots.training_curves(history),

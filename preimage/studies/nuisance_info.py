@@ -140,7 +140,6 @@ def run(
             for part in ("logit", "nuisance") for split in ("test", "train")
         }})  # fmt: skip
         cim.training_figure(study, o, o.upper(), trained.history)
-        cim.game_report(study, o, o.upper(), trained.history)
     buffer = io.BytesIO()
     np.savez(buffer, **codes)
     atomic_write_bytes(study.path / "codes.npz", buffer.getvalue())
