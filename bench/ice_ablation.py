@@ -69,6 +69,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "ice",
         {**AUTHORS, **STD, "ice.nce_weight": 1.0, "ice.mle_weight": 0.0},
     ),
+    "shuffled-std-warm1": ("ice", {**AUTHORS, **STD, "ice.warmup_epochs": 1}),
+    "shuffled-std-w0.3-warm1": (
+        "ice",
+        {**AUTHORS, **STD, "ice.nce_weight": 0.3, "ice.warmup_epochs": 1},
+    ),
+    "shuffled-std-w1-warm1": (
+        "ice",
+        {**AUTHORS, **STD, "ice.nce_weight": 1.0, "ice.warmup_epochs": 1},
+    ),
+    "nce-std-warm1": ("ice", {**STD, "ice.warmup_epochs": 1}),
     "shuffled-std-lp-bn": ("ice", {**AUTHORS, **STD, **LOGIT_PRIOR, "model.logit_norm": True}),
     "ce-bn": ("ce", {"model.logit_norm": True}),
     "ce-center": ("ce", {"model.readout": "center"}),

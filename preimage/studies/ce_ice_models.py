@@ -50,6 +50,7 @@ from preimage.analysis.invariance import classification_error
 from preimage.data import embed_image, load_train_test, subset
 from preimage.errors import CheckpointError, ConfigError
 from preimage.losses import IceConfig, IndependenceCrossEntropy
+from preimage.losses.ice import IceWarmup
 from preimage.models import FiRevNet, FiRevNetConfig, build_model
 from preimage.presets import model_preset
 from preimage.report import plots
@@ -57,6 +58,7 @@ from preimage.runs import RunDir
 from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun
 from preimage.train import (
+    Callback,
     TrainConfig,
     Trainer,
     load_checkpoint,
@@ -368,9 +370,11 @@ def obtain_firevnet(
     torch.manual_seed(recipe.seed)
     net = FiRevNet(shape, classes, **asdict(model))
     loss = None
-    callbacks = []
+    callbacks: list[Callback] = []
     if objective == "ice":
         loss = IndependenceCrossEntropy.from_config(net, classes, net.dim - classes, ice)
+        if ice.warmup_epochs > 0:
+            callbacks.append(IceWarmup(loss, ice.warmup_epochs))
         if game is not None and game[2] > 0:
             callbacks.append(
                 IceGameMonitor(

@@ -327,6 +327,8 @@ def test_ice_config_mirrors_the_constructor_and_builds_the_loss() -> None:
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     }
     fields = {f.name: f.default for f in dataclasses.fields(IceConfig)}
+    # warmup_epochs is the training schedule's (IceWarmup), not the loss's.
+    assert fields.pop("warmup_epochs") == 0
     assert fields == params
     toy = AffineInvertibleClassifier((DIM,), CLASSES, seed=3)
     config = IceConfig(nuisance_hidden=8, max_steps=2, nce_weight=0.25, adversary="uniform")
@@ -449,3 +451,31 @@ def test_a_model_with_a_logit_head_is_trained_through_it() -> None:
     expected = F.cross_entropy(3.0 * toy.split(z)[0] + 1.0, y)
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-10)
     assert metrics["sce"] == pytest.approx(float(expected.detach()), rel=1e-10)
+
+
+def test_warmup_trains_plain_cross_entropy_first_and_ramps_the_terms_in() -> None:
+    from preimage.losses.ice import IceWarmup
+    from preimage.train import TrainConfig, Trainer
+
+    x, y = _data(64)
+    toy, ice = _setup()
+    z, logdet = toy(x)
+    z_s, z_n = toy.split(z)
+    full, _ = ice.min_objective(z_s, z_n, logdet, y)
+    ice.term_scale = 0.0
+    plain, terms = ice.min_objective(z_s, z_n, logdet, y)
+    assert float(plain.detach()) == pytest.approx(float(terms["sce"].detach()), rel=1e-12)
+    assert float(full.detach()) != pytest.approx(float(plain.detach()))
+    seen = []
+
+    class Spy(IceWarmup):
+        def on_epoch_start(self, trainer, epoch) -> None:
+            super().on_epoch_start(trainer, epoch)
+            seen.append(ice.term_scale)
+
+    cfg = TrainConfig(epochs=3, device="cpu", max_shift=0, dequantize=False, batch_size=32)
+    Trainer(toy, (x, y), None, cfg, loss_fn=ice, callbacks=[Spy(ice, 2)], progress=False).fit()
+    assert seen == [0.0, 0.5, 1.0]
+    assert ice.term_scale == 1.0
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        IceWarmup(ice, -1)
