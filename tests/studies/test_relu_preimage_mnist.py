@@ -29,3 +29,7 @@ def test_smoke_run(tmp_path: Path, data_root: Path) -> None:
     assert metrics["w16_layer1_mean_null_dim"] >= 48
     assert metrics["w160_layer1_singleton"] == 1.0 and metrics["w160_layer1_mean_null_dim"] == 0
     assert metrics["target_narrow_first_layer_unbounded_met"]
+    # From wide_second_layer on, the second layer is asked fewer queries; the first is not.
+    assert metrics["w16_layer2_n_queries"] == config.n_queries
+    assert metrics["w160_layer1_n_queries"] == config.n_queries
+    assert metrics["w160_layer2_n_queries"] == config.n_wide_queries < config.n_queries
