@@ -46,6 +46,8 @@ AUTHORS = {
 }
 """The adversary of the authors' public code: 0.05 x CE to shuffled labels, 5 Adamax steps."""
 
+RAW = {"ice.adversary_input": "raw", "ice.warmup_epochs": 0}
+"""The defaults when this ablation was run (the paper's game); every variant starts from it."""
 STD = {"ice.adversary_input": "standardized"}
 LOGIT_PRIOR = {"ice.logit_prior": True}
 
@@ -81,6 +83,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "nce-std-warm1": ("ice", {**STD, "ice.warmup_epochs": 1}),
     "shuffled-std-lp-bn": ("ice", {**AUTHORS, **STD, **LOGIT_PRIOR, "model.logit_norm": True}),
     "ce-bn": ("ce", {"model.logit_norm": True}),
+    "nce-std-warm1-dct": ("ice", {**STD, "ice.warmup_epochs": 1, "model.readout": "dct"}),
+    "nce-std-warm1-deep1": (
+        "ice",
+        {**STD, "ice.warmup_epochs": 1, "model.stage_blocks": (4, 2, 2)},
+    ),
+    "ce-embed-center": ("ce", {"embed": True, "model.readout": "center"}),
+    "nce-std-warm1-embed-center": (
+        "ice",
+        {**STD, "ice.warmup_epochs": 1, "embed": True, "model.readout": "center"},
+    ),
     "ce-center": ("ce", {"model.readout": "center"}),
     "shuffled-std-lp-center": (
         "ice",
@@ -118,7 +130,11 @@ def run_variant(
 ) -> dict[str, Any]:
     """Train one variant as ``nuisance-info`` does, then the post-hoc probe."""
     config = Config.for_budget(
-        "cpu", device="cpu", progress=False, n_train=n_train, **{"train.epochs": epochs}, **options
+        "cpu",
+        device="cpu",
+        progress=False,
+        n_train=n_train,
+        **{"train.epochs": epochs, **RAW, **options},
     )
     train, test = cim.load_mnist(config)
     recipe = cim.study_recipe(config, config.train)

@@ -217,10 +217,10 @@ class IceConfig:
     nce_weight: float = 1.0
     mle_weight: float = 1.0
     adversary: Literal["nce", "uniform", "shuffled"] = "nce"
-    adversary_input: Literal["raw", "standardized"] = "raw"
+    adversary_input: Literal["raw", "standardized"] = "standardized"
     logit_prior: bool = False
     inner_optimizer: Literal["adam", "adamax"] = "adam"
-    warmup_epochs: int = 0
+    warmup_epochs: int = 1
 
     def kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments of :class:`IndependenceCrossEntropy` (all but
@@ -298,7 +298,7 @@ class IndependenceCrossEntropy(nn.Module):
         nce_weight: float = 1.0,
         mle_weight: float = 1.0,
         adversary: str = "nce",
-        adversary_input: str = "raw",
+        adversary_input: str = "standardized",
         logit_prior: bool = False,
         inner_optimizer: str = "adam",
     ) -> None:
