@@ -89,6 +89,11 @@ Deviations from the papers, and why:
   ``max_steps=5`` and ``inner_optimizer="adamax"``. What each option did is measured in
   ``bench/ice_ablation.py`` (table in BENCHMARKS.md); :class:`~preimage.analysis.ice_game.
   IceGameMonitor` shows, per epoch, whether the in-loop classifier is beaten or fooled.
+- **Defaults that differ from the paper, chosen by that ablation**: the adversary reads
+  standardised :math:`z_n` (with raw inputs the in-loop classifier was fooled: far less accurate
+  than a fresh probe on the same codes) and :class:`IceWarmup` trains the first epoch with
+  plain cross-entropy (without it, -L_nCE kept the logits near chance). The paper's game is
+  ``IceConfig(adversary_input="raw", warmup_epochs=0)``.
 - :math:`\beta, \gamma` are learned in the inner step on detached :math:`z_n` (block-coordinate
   descent on the same MLE objective) rather than jointly with :math:`\theta` by the trainer's
   optimiser, so the trainer only needs the network's parameters.
@@ -201,7 +206,8 @@ class IceConfig:
         logit_prior: add the :math:`\mathcal{N}(0, I)` density of :math:`z_s` to the MLE term.
         inner_optimizer: ``"adam"`` or ``"adamax"`` (the authors' code) for the max step.
         warmup_epochs: ramp the nuisance and MLE terms in linearly over this many epochs,
-            starting from plain cross-entropy in epoch 1 (:class:`IceWarmup`; 0: none).
+            starting from plain cross-entropy in epoch 1 (:class:`IceWarmup`; default 1;
+            0: none, as in the paper).
 
     Example:
         >>> IceConfig(nce_weight=0.05).kwargs()["nce_weight"]
@@ -257,9 +263,9 @@ class IndependenceCrossEntropy(nn.Module):
         adversary: ``"nce"`` (the paper's :math:`-L_{nCE}`), ``"uniform"`` (non-saturating
             cross-entropy to the uniform label distribution) or ``"shuffled"`` (cross-entropy
             to the batch's labels in shuffled order); see the module notes.
-        adversary_input: ``"raw"`` or ``"standardized"`` (per-dimension batch standardisation
-            of :math:`z_n` before the nuisance classifier, in both steps; closes the scaling
-            loophole, see the module notes).
+        adversary_input: ``"standardized"`` (default: per-dimension batch standardisation of
+            :math:`z_n` before the nuisance classifier, in both steps; closes the scaling
+            loophole, see the module notes) or ``"raw"`` (the paper).
         logit_prior: add :math:`-\log \mathcal{N}(z_s; 0, I)` to the MLE term, so that the
             likelihood covers all :math:`d` dimensions (the authors' code).
         inner_optimizer: ``"adam"`` or ``"adamax"`` for the max step.
