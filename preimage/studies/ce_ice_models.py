@@ -69,6 +69,7 @@ from preimage.train import (
 
 __all__ = [
     "BASELINE",
+    "ICE_PAPER",
     "MNIST_PAPER",
     "MNIST_SMOKE",
     "OBJECTIVES",
@@ -186,8 +187,13 @@ class IceStudyConfig(MnistStudyConfig):
             "game_probe_epochs": 1,
         },
         "cpu": {},
-        "paper": MNIST_PAPER,
+        "paper": {**MNIST_PAPER, "ice.adversary_input": "raw", "ice.warmup_epochs": 0},
     }
+
+
+ICE_PAPER: dict[str, Any] = dict(IceStudyConfig.BUDGETS["paper"])
+"""``paper`` overrides of the CE/iCE studies: appendix D.2's network and schedule and the paper's
+game (the adversary reads raw z_n, no warm-up)."""
 
 
 def load_mnist(config: MnistStudyConfig, *, embed: bool | None = None) -> tuple[Pair, Pair]:

@@ -84,7 +84,7 @@ class Config(cim.IceStudyConfig):
             "interpolation_steps": 4,
         },
         "cpu": {},
-        "paper": {**cim.MNIST_PAPER, "oracle_epochs": 10, "n_pairs": 10_000},
+        "paper": {**cim.ICE_PAPER, "oracle_epochs": 10, "n_pairs": 10_000},
     }
 
 

@@ -80,7 +80,7 @@ class Config(cim.IceStudyConfig):
             "probe_n_train": 256,
         },
         "cpu": {},
-        "paper": {**cim.MNIST_PAPER, "nuisance_epochs": 30, "n_train_error": 60_000},
+        "paper": {**cim.ICE_PAPER, "nuisance_epochs": 30, "n_train_error": 60_000},
     }
 
 

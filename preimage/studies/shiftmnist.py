@@ -104,7 +104,7 @@ class ShiftConfig(cim.IceStudyConfig):
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {**cim.IceStudyConfig.BUDGETS["smoke"], "cnn_width": 8, "n_train_error": 256},
         "cpu": {},
-        "paper": {**cim.MNIST_PAPER, "n_train_error": 60_000},
+        "paper": {**cim.ICE_PAPER, "n_train_error": 60_000},
     }
 
 

@@ -155,3 +155,14 @@ def test_study_settings_follow_config() -> None:
     assert (cli.train.epochs, cli.model.hidden, cli.ice.nce_weight) == (3, 128, 0.05)
     with pytest.raises(ConfigError, match=r"train\.seed follows"):
         study_recipe(paper, replace(paper.train, seed=9))
+
+
+def test_paper_budgets_play_the_papers_game_and_cpu_budgets_the_measured_defaults() -> None:
+    from preimage.studies import metamers_mnist, nuisance_info, shiftmnist
+
+    for config_class in (nuisance_info.Config, shiftmnist.BinaryConfig, metamers_mnist.Config):
+        paper = config_class.for_budget("paper")
+        assert (paper.ice.adversary_input, paper.ice.warmup_epochs) == ("raw", 0)
+        assert (paper.model.blocks_per_stage, paper.model.hidden) == (16, 128)
+        cpu = config_class.for_budget("cpu")
+        assert (cpu.ice.adversary_input, cpu.ice.warmup_epochs) == ("standardized", 1)
