@@ -88,6 +88,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "ice",
         {**STD, "ice.warmup_epochs": 1, "model.stage_blocks": (4, 2, 2)},
     ),
+    "ce-nosplit-center": ("ce", {"model.split": False, "model.readout": "center"}),
+    "nce-std-warm1-nosplit-center": (
+        "ice",
+        {**STD, "ice.warmup_epochs": 1, "model.split": False, "model.readout": "center"},
+    ),
     "ce-embed-center": ("ce", {"embed": True, "model.readout": "center"}),
     "nce-std-warm1-embed-center": (
         "ice",

@@ -182,6 +182,8 @@ class IceStudyConfig(MnistStudyConfig):
         "smoke": {
             **MNIST_SMOKE,
             "ice.nuisance_hidden": 32,
+            # One smoke epoch: a warm-up would leave no epoch with the iCE terms to test.
+            "ice.warmup_epochs": 0,
             "game_n_train": 128,
             "game_n_test": 128,
             "game_probe_epochs": 1,
