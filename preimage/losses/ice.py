@@ -495,8 +495,9 @@ class IndependenceCrossEntropy(nn.Module):
         """The trainer hook: inner max step, then the min objective for ``model``.
 
         The max step runs only while ``model.training`` and gradients are enabled, so evaluating
-        the loss on validation data never trains the nuisance classifier on it. A model with a
-        ``classify(z_s)`` method (a head on its logits) is trained through it.
+        the loss on validation data never trains the nuisance classifier on it. The
+        cross-entropy sees ``model.classify(z_s)`` (a bijective classifier's head on its logit
+        code, the identity for most).
 
         Returns:
             ``(loss, metrics)``: the min objective (a scalar with a graph to the network) and
@@ -520,8 +521,7 @@ class IndependenceCrossEntropy(nn.Module):
         else:
             with torch.no_grad():
                 nce_max = float(F.cross_entropy(self.nuisance(self.adversary_features(z_n)), y))
-        head = getattr(model, "classify", None)
-        logits = head(z_s) if callable(head) else z_s
+        logits = model.classify(z_s)
         loss, terms = self.min_objective(z_s, z_n, logdet, y, logits)
         metrics = {
             "loss": float(loss.detach()),

@@ -456,6 +456,10 @@ class IResNet(_IResNetClassifier):
         """``merge(z_s, z_n) -> z``, the inverse of :meth:`split`."""
         return merge_codes(z_s, z_n, self.num_classes, self.code_dim)
 
+    def classify(self, z_s: Tensor) -> Tensor:
+        """The class scores of a logit code: :math:`z_s` itself (no head on the logits)."""
+        return z_s
+
     def logits(self, x: Tensor) -> Tensor:
         """Class logits :math:`z_s(x)` of shape ``(batch, num_classes)``."""
         return self.forward(x)[0][:, : self.num_classes]

@@ -61,7 +61,9 @@ class BijectiveClassifier(Protocol):
     r"""An invertible classifier whose logits are the first ``num_classes`` entries of its code.
 
     ``forward(x) -> (z, logdet)``, ``inverse(z) -> x``, ``split(z) -> (z_s, z_n)``,
-    ``merge(z_s, z_n) -> z`` (the inverse of ``split``) and ``logits(x) = z_s(x)``.
+    ``merge(z_s, z_n) -> z`` (the inverse of ``split``), ``classify(z_s)`` (the class scores of a
+    logit code: the identity, or a fixed head such as the batch norm of
+    ``FiRevNet(logit_norm=True)``) and ``logits(x) = classify(z_s(x))``.
 
     References:
         Jacobsen et al. (2019), *Excessive Invariance Causes Adversarial Vulnerability*,
@@ -86,6 +88,8 @@ class BijectiveClassifier(Protocol):
     def split(self, z: Tensor) -> tuple[Tensor, Tensor]: ...
 
     def merge(self, z_s: Tensor, z_n: Tensor) -> Tensor: ...
+
+    def classify(self, z_s: Tensor) -> Tensor: ...
 
     def logits(self, x: Tensor) -> Tensor: ...
 

@@ -60,6 +60,9 @@ class AffineInvertibleClassifier(nn.Module):
     def merge(self, z_s: Tensor, z_n: Tensor) -> Tensor:
         return torch.cat((z_s, z_n), dim=1)
 
+    def classify(self, z_s: Tensor) -> Tensor:
+        return z_s
+
     def logits(self, x: Tensor) -> Tensor:
         return self.forward(x)[0][:, : self.num_classes]
 
