@@ -6,6 +6,8 @@ message and exit code 2, so a user never sees a traceback for bad input.
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "CheckpointError",
     "ConfigError",
@@ -15,6 +17,8 @@ __all__ = [
     "PreimageError",
     "ShapeError",
     "TrainingError",
+    "require_int",
+    "require_non_negative",
 ]
 
 
@@ -48,3 +52,29 @@ class TrainingError(PreimageError, RuntimeError):
 
 class ConvergenceError(PreimageError, RuntimeError):
     """An iterative inverse or estimator did not reach its tolerance."""
+
+
+def require_int(name: str, value: object, low: int = 1) -> int:
+    """``value`` if it is an integer (not a bool) ``>= low``, else a :class:`ConfigError`.
+
+    Example:
+        >>> require_int("max_steps", 5)
+        5
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def require_non_negative(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite number ``>= 0``, else a :class:`ConfigError`.
+
+    Example:
+        >>> require_non_negative("nce_weight", 1)
+        1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)

@@ -115,7 +115,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from preimage.errors import ConfigError, ShapeError
+from preimage.errors import ConfigError, ShapeError, require_int, require_non_negative
 from preimage.losses.nuisance import NuisanceClassifier
 from preimage.train.loop import Callback
 
@@ -168,20 +168,6 @@ def gaussian_nll(z: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """
     u = (z - mean) * torch.exp(-log_scale)
     return (log_scale + 0.5 * _LOG_2PI + 0.5 * u.pow(2)).sum(dim=1)
-
-
-def _positive_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _non_negative(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{name} must be finite and >= 0, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -311,15 +297,15 @@ class IndependenceCrossEntropy(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be an nn.Module, got {type(model).__name__}")
-        self.num_classes = _positive_int("num_classes", num_classes, 2)
-        self.nuisance_dim = _positive_int("nuisance_dim", nuisance_dim)
+        self.num_classes = require_int("num_classes", num_classes, 2)
+        self.nuisance_dim = require_int("nuisance_dim", nuisance_dim)
         model_classes = getattr(model, "num_classes", None)
         if isinstance(model_classes, int) and model_classes != num_classes:
             raise ConfigError(f"num_classes={num_classes} but the model has {model_classes}")
-        self.max_steps = _positive_int("max_steps", max_steps, 0)
+        self.max_steps = require_int("max_steps", max_steps, 0)
         self.normalize_by_dim = bool(normalize_by_dim)
-        self.nce_weight = _non_negative("nce_weight", nce_weight)
-        self.mle_weight = _non_negative("mle_weight", mle_weight)
+        self.nce_weight = require_non_negative("nce_weight", nce_weight)
+        self.mle_weight = require_non_negative("mle_weight", mle_weight)
         if adversary not in ADVERSARIES:
             raise ConfigError(
                 f"adversary must be one of {', '.join(ADVERSARIES)}, got {adversary!r}"
@@ -335,8 +321,8 @@ class IndependenceCrossEntropy(nn.Module):
         self.inner_optimizer = inner_optimizer
         self.logit_prior = bool(logit_prior)
         self.term_scale = 1.0
-        lr_nuisance = _non_negative("lr_nuisance", lr_nuisance)
-        lr_prior = lr_nuisance if lr_prior is None else _non_negative("lr_prior", lr_prior)
+        lr_nuisance = require_non_negative("lr_nuisance", lr_nuisance)
+        lr_prior = lr_nuisance if lr_prior is None else require_non_negative("lr_prior", lr_prior)
 
         self.nuisance = NuisanceClassifier(
             nuisance_dim, num_classes, hidden=nuisance_hidden, depth=nuisance_depth
@@ -584,7 +570,7 @@ class IceWarmup(Callback):
 
     def __init__(self, loss: IndependenceCrossEntropy, epochs: int) -> None:
         self.loss = loss
-        self.epochs = _positive_int("warmup_epochs", epochs, 0)
+        self.epochs = require_int("warmup_epochs", epochs, 0)
 
     def scale(self, epoch: int) -> float:
         """:math:`s_e` of epoch ``epoch`` (numbered from 1)."""

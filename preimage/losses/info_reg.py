@@ -55,8 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from preimage.errors import ConfigError, ShapeError
-from preimage.losses.ice import _non_negative
+from preimage.errors import ConfigError, ShapeError, require_non_negative
 
 __all__ = [
     "L1_MODES",
@@ -173,8 +172,8 @@ class InformationRegularizedLoss(nn.Module):
         prox_lr: float = 0.1,
     ) -> None:
         super().__init__()
-        self.alpha1 = _non_negative("alpha1", alpha1)
-        self.alpha2 = _non_negative("alpha2", alpha2)
+        self.alpha1 = require_non_negative("alpha1", alpha1)
+        self.alpha2 = require_non_negative("alpha2", alpha2)
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if l1 not in L1_MODES:
@@ -184,7 +183,7 @@ class InformationRegularizedLoss(nn.Module):
         self.mode = mode
         self.l1 = l1
         self.prox_every = prox_every
-        self.prox_lr = _non_negative("prox_lr", prox_lr)
+        self.prox_lr = require_non_negative("prox_lr", prox_lr)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_prox", torch.zeros((), dtype=torch.long))
 

@@ -38,6 +38,8 @@ from preimage.studies.kit import StudyRun
 
 __all__ = ["PAPER_TABLE_2", "Config", "run"]
 
+Pair = tuple[torch.Tensor, torch.Tensor]
+
 PAPER_TABLE_2: list[dict[str, Any]] = [
     {"objective": "paper CE", "logit test error %": 0.39, "nuisance test error %": 0.34},
     {"objective": "paper iCE", "logit test error %": 0.38, "nuisance test error %": 27.70},
@@ -106,12 +108,7 @@ def run(
     metrics: dict[str, Any] = {"n_train": int(train[0].shape[0]), "n_test": int(test[0].shape[0])}
     rows, curves = [], []
     probe_train = subset(train, config.probe_n_train, config.seed + 5)
-    codes_train, codes_test = load_train_test(
-        "mnist", n_train=config.n_codes_train, n_test=None, seed=config.seed + 6,
-        data_dir=config.data_dir,
-    )  # fmt: skip
-    if config.embed:
-        codes_train, codes_test = cim.model_inputs(codes_train), cim.model_inputs(codes_test)
+    codes_train, codes_test = _codes_data(config)
     codes: dict[str, np.ndarray] = {}
     for o, trained in cim.objective_models(study, config, (train, test), recipe):
         for row in probe_length_curve(
@@ -120,21 +117,7 @@ def run(
         ):  # fmt: skip
             curves.append({"objective": o.upper(), **row})
         codes.update(_codes(o, trained.model, codes_train, codes_test))
-        readout = train_nuisance_classifier(
-            trained.model, train, test, hidden=config.ice.nuisance_hidden, depth=3,
-            epochs=config.nuisance_epochs, seed=config.seed,
-        )  # fmt: skip
-        metrics.update(
-            {
-                f"{o}_logit_test_error": cim.error_on(trained.model.logits, test, study.device),
-                f"{o}_logit_train_error": cim.error_on(
-                    trained.model.logits, train_eval, study.device
-                ),
-                f"{o}_nuisance_test_error": readout.test_error,
-                f"{o}_nuisance_train_error": readout.train_error,
-                f"{o}_model_reused": trained.reused,
-            }
-        )
+        metrics.update(_errors(study, config, o, trained, (train, test), train_eval))
         rows.append({"objective": o.upper(), **{
             f"{part} {split} error %": 100 * metrics[f"{o}_{part}_{split}_error"]
             for part in ("logit", "nuisance") for split in ("test", "train")
@@ -143,9 +126,60 @@ def run(
     buffer = io.BytesIO()
     np.savez(buffer, **codes)
     atomic_write_bytes(study.path / "codes.npz", buffer.getvalue())
-    for o in cim.OBJECTIVES:
-        errors = [r["test_error"] for r in curves if r["objective"] == o.upper()]
-        metrics[f"{o}_nuisance_test_error_min"] = min(errors)
+    metrics.update(_curve_report(study, config, curves))
+    study.heading("Table 2")
+    study.table(
+        [*rows, *PAPER_TABLE_2],
+        title="Errors of the logit classifier and of a post-hoc classifier on z_n",
+    )
+    gap = 100 * abs(metrics["ice_logit_test_error"] - metrics["ce_logit_test_error"])
+    metrics["logit_error_gap_points"] = gap
+    study.check("ce_nuisance_test_error", metrics["ce_nuisance_test_error"], "<= 0.05")
+    study.check("ice_nuisance_test_error", metrics["ice_nuisance_test_error"], ">= 0.20")
+    study.check("logit_error_gap_points", gap, "<= 1.0")
+    return study.finish(metrics)
+
+
+def _codes_data(config: Config) -> tuple[Pair, Pair]:
+    """The images of ``codes.npz``: ``n_codes_train`` of the MNIST training split, all 10 000
+    test images, embedded like the models' inputs."""
+    train, test = load_train_test(
+        "mnist", n_train=config.n_codes_train, n_test=None, seed=config.seed + 6,
+        data_dir=config.data_dir,
+    )  # fmt: skip
+    if config.embed:
+        return cim.model_inputs(train), cim.model_inputs(test)
+    return train, test
+
+
+def _errors(
+    study: StudyRun,
+    config: Config,
+    objective: str,
+    trained: cim.TrainedModel,
+    data: tuple[Pair, Pair],
+    train_eval: Pair,
+) -> dict[str, Any]:
+    """Logit errors and the table-2 post-hoc nuisance classifier of one objective."""
+    train, test = data
+    readout = train_nuisance_classifier(
+        trained.model, train, test, hidden=config.ice.nuisance_hidden, depth=3,
+        epochs=config.nuisance_epochs, seed=config.seed,
+    )  # fmt: skip
+    logits = trained.model.logits
+    return {
+        f"{objective}_logit_test_error": cim.error_on(logits, test, study.device),
+        f"{objective}_logit_train_error": cim.error_on(logits, train_eval, study.device),
+        f"{objective}_nuisance_test_error": readout.test_error,
+        f"{objective}_nuisance_train_error": readout.train_error,
+        f"{objective}_model_reused": trained.reused,
+    }
+
+
+def _curve_report(
+    study: StudyRun, config: Config, curves: list[dict[str, Any]]
+) -> dict[str, float]:
+    """The probe-length figure and table; returns each objective's lowest error on it."""
     study.heading("Probe-length curve")
     study.figure(
         plots.line_plot(
@@ -169,17 +203,12 @@ def run(
         [{**r, "test_error": 100 * r["test_error"]} for r in curves],
         title="Probe-length curve (test error %)",
     )
-    study.heading("Table 2")
-    study.table(
-        [*rows, *PAPER_TABLE_2],
-        title="Errors of the logit classifier and of a post-hoc classifier on z_n",
-    )
-    gap = 100 * abs(metrics["ice_logit_test_error"] - metrics["ce_logit_test_error"])
-    metrics["logit_error_gap_points"] = gap
-    study.check("ce_nuisance_test_error", metrics["ce_nuisance_test_error"], "<= 0.05")
-    study.check("ice_nuisance_test_error", metrics["ice_nuisance_test_error"], ">= 0.20")
-    study.check("logit_error_gap_points", gap, "<= 1.0")
-    return study.finish(metrics)
+    return {
+        f"{o}_nuisance_test_error_min": min(
+            r["test_error"] for r in curves if r["objective"] == o.upper()
+        )
+        for o in cim.OBJECTIVES
+    }
 
 
 @torch.no_grad()
