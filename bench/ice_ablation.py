@@ -93,6 +93,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "ice",
         {**STD, "ice.warmup_epochs": 1, "model.split": False, "model.readout": "center"},
     ),
+    "ce-big": ("ce", {"model.blocks_per_stage": 4, "model.hidden": 64}),
+    "nce-std-warm1-big": (
+        "ice",
+        {**STD, "ice.warmup_epochs": 1, "model.blocks_per_stage": 4, "model.hidden": 64},
+    ),
     "ce-embed-center": ("ce", {"embed": True, "model.readout": "center"}),
     "nce-std-warm1-embed-center": (
         "ice",
