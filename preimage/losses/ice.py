@@ -214,6 +214,26 @@ class IceConfig:
     inner_optimizer: Literal["adam", "adamax"] = "adam"
     warmup_epochs: int = 1
 
+    def __post_init__(self) -> None:
+        # Refuse bad values when the options are read, not after a first model has trained.
+        for name in ("nuisance_hidden", "nuisance_depth"):
+            require_int(name, getattr(self, name))
+        for name in ("max_steps", "warmup_epochs"):
+            require_int(name, getattr(self, name), 0)
+        for name in ("lr_nuisance", "nce_weight", "mle_weight"):
+            require_non_negative(name, getattr(self, name))
+        if self.lr_prior is not None:
+            require_non_negative("lr_prior", self.lr_prior)
+        for name, allowed in (
+            ("adversary", ADVERSARIES),
+            ("adversary_input", ADVERSARY_INPUTS),
+            ("inner_optimizer", INNER_OPTIMIZERS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+
     def kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments of :class:`IndependenceCrossEntropy` (all but
         ``warmup_epochs``, which belongs to the training schedule: :class:`IceWarmup`)."""

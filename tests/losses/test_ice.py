@@ -484,3 +484,14 @@ def test_warmup_trains_plain_cross_entropy_first_and_ramps_the_terms_in() -> Non
     assert ice.term_scale == 1.0
     with pytest.raises(ConfigError, match="warmup_epochs"):
         IceWarmup(ice, -1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("nce_weight", -1.0), ("warmup_epochs", -1), ("max_steps", -2), ("adversary", "gan")],
+)
+def test_ice_config_refuses_bad_values_when_it_is_built(field: str, value: object) -> None:
+    from preimage.losses import IceConfig
+
+    with pytest.raises(ConfigError, match=field):
+        IceConfig(**{field: value})  # type: ignore[arg-type]
