@@ -19,16 +19,18 @@ def test_smoke_run(tmp_path: Path, mnist_root: Path) -> None:
         assert (tmp_path / name).is_file(), name
     for name in ("training_curves.png", "reconstructions.png", "operator_norms.png"):
         assert (tmp_path / "figures" / name).is_file(), name
-    assert json.loads((tmp_path / "metrics.json").read_text())["test_images"] == config.n_test
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["test_images"] == config.n_test
     # The trained norms: recomputed from the checkpoint (the model as the last step left it,
     # re-aligned as the next step would) they are never above what the study reports.
     model = build_iresnet((1, 28, 28), 10, **asdict(config.model))
     load_checkpoint(tmp_path / "checkpoints" / "last.safetensors", model=model)
     track_spectral(model)
-    assert len(ratios := spectral_norm_ratios(model)) == 3 * config.model.blocks_per_stage * config.model.stages
+    ratios = spectral_norm_ratios(model)
+    assert len(ratios) == 3 * config.model.blocks_per_stage * config.model.stages
     assert max(ratios.values()) <= metrics["max_trained_norm_ratio"] + 1e-6
-    assert [h["norm_checks"] for h in metrics["history"]] == [2]  # steps 2 and 4 (= the end)
-    assert metrics["max_norm_ratio_per_epoch"] == [metrics["history"][0]["max_norm_ratio"]]
+    assert [h["norm_checks"] for h in written["history"]] == [2]  # steps 2 and 4 (= the end)
+    assert metrics["max_norm_ratio_per_epoch"] == [written["history"][0]["max_norm_ratio"]]
     assert metrics["max_converged_norm_ratio"] <= 1 + 1e-3
     assert "target_max_trained_norm_ratio_met" in metrics
     # The converged i-ResNet inverts to float32 precision within a few fixed-point steps.
