@@ -692,8 +692,9 @@ class SpectralConv2d(_SpectralBase):
             return None
         v_w = torch.linalg.svd(weight[:, :, 0, 0].double())[2][0].to(weight.dtype)
         profile = torch.einsum("c,bchw->bhw", v_w, self.v)
-        if float(profile.norm()) <= torch.finfo(weight.dtype).eps:
-            profile = torch.ones_like(profile)
+        # A tensor-valued choice, not a Python branch: no device sync per training step.
+        lost = profile.norm() <= torch.finfo(weight.dtype).eps
+        profile = torch.where(lost, torch.ones_like(profile), profile)
         return _normalize(v_w[None, :, None, None] * profile[:, None])
 
     def _op_adjoint(self, u: Tensor, weight: Tensor) -> Tensor:

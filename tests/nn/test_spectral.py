@@ -375,6 +375,13 @@ def test_track_of_a_pointwise_conv_is_exact_and_keeps_the_dtype() -> None:
         assert sigma == pytest.approx(exact, rel=1e-5 if dtype == torch.float32 else 1e-12)
         assert conv.u.dtype == dtype and conv.v.dtype == dtype
         assert float(conv.v.norm()) == pytest.approx(1.0, rel=1e-5)
+    # A stored v with no component on the top channel direction anywhere: uniform profile.
+    conv = SpectralConv2d(3, 5, 1, input_shape=(4, 6)).double()
+    v_w = torch.linalg.svd(conv.weight.detach()[:, :, 0, 0])[2]
+    with torch.no_grad():
+        conv.v.copy_(v_w[1][None, :, None, None].expand(1, 3, 4, 6))
+    exact = float(torch.linalg.matrix_norm(conv.weight.detach()[:, :, 0, 0], 2))
+    assert float(conv.track(1)) == pytest.approx(exact, rel=1e-12)
 
 
 def test_track_spectral_uses_each_layers_krylov_and_skips_unlocked_layers() -> None:
