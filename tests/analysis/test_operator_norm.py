@@ -314,3 +314,16 @@ def test_monitor_without_correction_only_records() -> None:
 def test_monitor_rejects_bad_settings(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         SpectralNormMonitor(**kwargs)
+
+
+def test_pointwise_convolutions_are_measured_exactly_from_their_matrix() -> None:
+    conv = SpectralConv2d(3, 4, 1, coeff=0.5, input_shape=(6, 5)).double()
+    with torch.no_grad():
+        conv.weight.mul_(3.0)
+    matrix = conv.normalized_weight().detach()[:, :, 0, 0]
+    expected = float(torch.linalg.matrix_norm(matrix, 2))
+    assert operator_norm(conv) == pytest.approx(expected, rel=1e-12)
+    assert operator_norm(conv) == pytest.approx(_jacobian_norm(conv, (3, 6, 5)), rel=1e-10)
+    plain = nn.Conv2d(3, 4, 1)
+    reference = operator_norm(plain, (3, 6, 5), method="lanczos", rtol=1e-12)
+    assert operator_norm(plain, (3, 6, 5)) == pytest.approx(reference, rel=1e-8)
