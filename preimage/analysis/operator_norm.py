@@ -27,8 +27,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,15 +37,23 @@ from torch import Tensor, nn
 from preimage.errors import ConfigError, ConvergenceError, ShapeError
 from preimage.nn.base import Shape
 from preimage.nn.iresblock import IResBlock, activation_lipschitz, chain_modules
-from preimage.nn.spectral import SpectralConv2d, SpectralLinear
+from preimage.nn.spectral import SpectralConv2d, SpectralLinear, spectral_layers, track_spectral
+from preimage.train.loop import Callback
+
+if TYPE_CHECKING:
+    from preimage.train.loop import Trainer
 
 __all__ = [
     "BlockCertificate",
     "LayerBound",
     "Method",
+    "NormCheck",
+    "SpectralNormMonitor",
     "format_certificates",
     "lipschitz_certificate",
     "operator_norm",
+    "realign_exact",
+    "spectral_norm_ratios",
 ]
 
 Method = Literal["auto", "fft", "dense", "power", "lanczos"]
@@ -129,6 +137,19 @@ def _operator(layer: nn.Module, input_shape: Shape | None) -> _Operator:
     return _Operator(apply, shape, weight, circulant)
 
 
+def _pointwise(layer: nn.Module) -> bool:
+    if isinstance(layer, SpectralConv2d):
+        return layer.kernel_size == 1 and layer.stride == 1 and layer.padding == 0
+    if isinstance(layer, nn.Conv2d):
+        return (
+            tuple(layer.kernel_size) == (1, 1)
+            and tuple(layer.stride) == (1, 1)
+            and _conv_pads(layer) == (0, 0, 0, 0)
+            and layer.groups == 1
+        )
+    return False
+
+
 def _fft_norm(op: _Operator) -> float:
     _, h, w = op.in_shape
     c_out, c_in, k_h, k_w = op.weight.shape
@@ -207,9 +228,10 @@ def _power_norm(
     )
 
 
-def _lanczos_norm(
+def _lanczos(
     op: _Operator, rtol: float, max_iter: int, generator: torch.Generator | None, krylov: int
-) -> float:
+) -> tuple[float, Tensor]:
+    """Restarted Lanczos on :math:`A^\\top A`: the norm and its right singular vector (flat)."""
     gram = _gram(op)
     dim = math.prod(op.in_shape)
     steps = min(dim, krylov)
@@ -242,17 +264,23 @@ def _lanczos_norm(
         evals, evecs = torch.linalg.eigh(tri)
         theta, s = float(evals[-1]), evecs[:, -1].to(v.device)
         if theta <= 0.0:
-            return 0.0
+            return 0.0, v
         # ||A^T A y - theta y|| = beta_k |s_k| bounds the distance to an eigenvalue of A^T A.
         residual = abs(betas[-1] * float(s[-1]))
-        if residual <= rtol * theta or k == dim:
-            return math.sqrt(theta)
         ritz = torch.stack(basis[:k]).T @ s
         v = ritz / ritz.norm()
+        if residual <= rtol * theta or k == dim:
+            return math.sqrt(theta), v
     raise ConvergenceError(
         f"Lanczos iteration did not reach rtol={rtol} in {max_iter} products "
         f"(sigma ~ {math.sqrt(max(theta, 0.0)):.6g})"
     )
+
+
+def _lanczos_norm(
+    op: _Operator, rtol: float, max_iter: int, generator: torch.Generator | None, krylov: int
+) -> float:
+    return _lanczos(op, rtol, max_iter, generator, krylov)[0]
 
 
 def operator_norm(
@@ -345,6 +373,10 @@ def _measure(
             "method='fft' needs a circular convolution with stride 1, no dilation or groups, "
             "that keeps the spatial size"
         )
+    if method == "auto" and _pointwise(layer):
+        # A 1x1 convolution without padding, stride or groups is W (x) I: the norm of W.
+        weight = op.weight.reshape(op.weight.shape[0], -1)
+        return float(torch.linalg.matrix_norm(weight, ord=2)), "dense"
     if method == "auto":
         if op.circulant:
             method = "fft"
@@ -522,3 +554,231 @@ def lipschitz_certificate(
                 layers.append(LayerBound(name, kind, (), factor, "activation"))
         certificates.append(BlockCertificate(block_name, tuple(layers), tuple(uncertified)))
     return certificates
+
+
+def spectral_norm_ratios(
+    model: nn.Module, *, method: Method = "auto", rtol: float = 1e-6
+) -> dict[str, float]:
+    r"""Exact :math:`\|\tilde A\|_2 / c` of every spectral layer of ``model``, as it stands.
+
+    :math:`\tilde A` is the effective operator :math:`A / \max(1, \tilde\sigma / c)` with the
+    stored power-iteration vectors and the current weight, i.e. what evaluation mode applies;
+    nothing is iterated or changed. A ratio above 1 means the layer's Lipschitz constant exceeds
+    its target :math:`c` (thesis remark 4.9). Convolutions not yet locked to an input size are
+    left out.
+
+    Args:
+        model: any module with :class:`~preimage.nn.spectral.SpectralLinear` /
+            :class:`~preimage.nn.spectral.SpectralConv2d` layers.
+        method: passed to :func:`operator_norm`.
+        rtol: the iterative methods' tolerance on :math:`\sigma^2` (the ratio is then exact to
+            about ``rtol / 2``, far below the :math:`10^{-3}` that matters); a layer whose
+            Lanczos iteration stalls on a cluster of near-equal top singular values is measured
+            again at ``100 * rtol``.
+
+    Returns:
+        ``{layer name: ratio}`` in module order.
+
+    References:
+        Behrmann (thesis), *Invertibility and Domain Knowledge*, section 4.2.1 (eq. 4.9) and
+        remark 4.9.
+
+    Example:
+        >>> import torch
+        >>> layer = SpectralLinear(4, 4, coeff=0.5)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.mul_(10.0)  # the stored vectors now lag the weight
+        >>> ratio = spectral_norm_ratios(torch.nn.Sequential(layer))["0"]
+        >>> _ = layer.converge()
+        >>> bool(ratio >= spectral_norm_ratios(torch.nn.Sequential(layer))["0"] - 1e-6)
+        True
+    """
+    ratios = {}
+    for name, layer in spectral_layers(model):
+        if isinstance(layer, SpectralConv2d) and layer.input_size is None:
+            continue
+        try:
+            norm = operator_norm(layer, method=method, rtol=rtol)
+        except ConvergenceError:
+            norm = operator_norm(layer, method=method, rtol=100 * rtol)
+        ratios[name] = norm / layer.coeff
+    return ratios
+
+
+@torch.no_grad()
+def realign_exact(
+    layer: SpectralLinear | SpectralConv2d, *, generator: torch.Generator | None = None
+) -> float:
+    r"""Set a spectral layer's ``u``, ``v`` to an exact top singular pair of its operator.
+
+    Restarted Lanczos from a random start (:func:`operator_norm`'s ``"lanczos"``, to
+    :math:`10^{-10}`) finds the largest singular value wherever it is, also along a direction
+    the warm-started power iteration has lost (its component in ``v`` decays at every step while
+    that direction is not the largest, and the optimiser can grow it unseen). Afterwards
+    :math:`\tilde\sigma` equals :math:`\|A\|_2` up to the tolerance, so the effective norm is
+    :math:`\min(\|A\|_2, c)`.
+
+    Args:
+        layer: the layer (a convolution must be locked to its input size).
+        generator: for the random start.
+
+    Returns:
+        The raw operator norm :math:`\|A\|_2` found.
+
+    References:
+        Behrmann (thesis), *Invertibility and Domain Knowledge*, remark 4.9. Golub & Van Loan,
+        *Matrix Computations*, section 10.1.
+
+    Example:
+        >>> layer = SpectralLinear(5, 3)
+        >>> import torch
+        >>> sigma = realign_exact(layer)
+        >>> abs(sigma - float(torch.linalg.matrix_norm(layer.weight.detach(), 2))) < 1e-5
+        True
+    """
+    raw_weight = layer.weight.detach()
+    # The top pair of the raw operator; measure it, not the normalised one.
+    if isinstance(layer, SpectralConv2d):
+        if layer.input_size is None:
+            raise ShapeError("SpectralConv2d has no input size yet: run one forward pass")
+        shape: Shape = (layer.in_channels, *layer.input_size)
+    else:
+        shape = (layer.in_features,)
+    weight64 = raw_weight.to(torch.float64)
+
+    def apply(v: Tensor) -> Tensor:
+        return layer._op(v, weight64)
+
+    op = _Operator(apply, shape, weight64, circulant=False)
+    sigma, vector = _lanczos(op, 1e-10, 20_000, generator, 64)
+    v = vector.reshape(1, *shape).to(raw_weight.dtype)
+    layer.v.copy_(v)
+    av = layer._op(v, raw_weight)
+    layer.u.copy_(av / av.norm().clamp_min(torch.finfo(av.dtype).tiny ** 0.5))
+    return sigma
+
+
+@dataclass
+class NormCheck:
+    r"""What :class:`SpectralNormMonitor` measured during one epoch.
+
+    Attributes:
+        epoch: the epoch (from 1).
+        max_ratio: largest exact :math:`\|\tilde A\|_2 / c` over layers and checks, measured
+            before any correction.
+        worst_layer: the layer where it occurred.
+        checks: how many times the model was measured.
+        corrections: layers re-aligned by :func:`realign_exact` because they exceeded the
+            tolerance.
+        end_ratios: every layer's ratio at the end of the epoch.
+    """
+
+    epoch: int
+    max_ratio: float = 0.0
+    worst_layer: str = ""
+    checks: int = 0
+    corrections: int = 0
+    end_ratios: dict[str, float] = field(default_factory=dict)
+
+
+class SpectralNormMonitor(Callback):
+    r"""Measure the exact operator norms of a model's spectral layers as training leaves them.
+
+    Every ``check_every`` optimisation steps and at the end of every epoch it first re-aligns
+    the layers that track their weights (:func:`~preimage.nn.spectral.track_spectral`, what the
+    next training forward pass would do first), then computes each layer's exact
+    :math:`\|\tilde A\|_2 / c` (:func:`spectral_norm_ratios`): the ratio of the operator the
+    next training step applies to its target. Per epoch the largest ratio goes into the
+    trainer's history (``max_norm_ratio``, with ``norm_checks`` and ``norm_corrections``) and
+    into :attr:`epochs`. With ``correct``, a layer above :math:`1 + \text{tolerance}` is
+    re-aligned with :func:`realign_exact` after it was recorded, so the record shows how far the
+    trained layers were, not how far they were after the fix.
+
+    Args:
+        check_every: steps between checks (``None``: only at the end of each epoch).
+        tolerance: relative excess of the norm over :math:`c` that triggers a correction.
+        correct: re-align the layers that exceed the tolerance.
+        method: passed to :func:`operator_norm`.
+
+    Attributes:
+        epochs: one :class:`NormCheck` per finished epoch.
+
+    References:
+        Behrmann (thesis), *Invertibility and Domain Knowledge*, section 4.2.1 (eq. 4.9, and
+        "either an appropriate number of iterations or an adaptive version with a given
+        tolerance needs to be used") and remark 4.9 (checking the norms exactly).
+
+    Example:
+        >>> import torch
+        >>> from preimage.models.residual import ResidualClassifier
+        >>> from preimage.train import TrainConfig, Trainer
+        >>> net = ResidualClassifier((1, 4, 4), n_blocks=1, hidden=4, coeff=0.9)
+        >>> monitor = SpectralNormMonitor(check_every=2)
+        >>> data = (torch.rand(16, 1, 4, 4), torch.randint(0, 10, (16,)))
+        >>> _ = Trainer(net, data, None, TrainConfig(epochs=1, batch_size=4, device="cpu",
+        ...             max_shift=0, dequantize=False), callbacks=[monitor], progress=False).fit()
+        >>> check = monitor.epochs[0]
+        >>> check.checks, len(check.end_ratios), check.max_ratio >= max(check.end_ratios.values())
+        (2, 3, True)
+    """
+
+    def __init__(
+        self,
+        *,
+        check_every: int | None = 50,
+        tolerance: float = 1e-3,
+        correct: bool = True,
+        method: Method = "auto",
+    ) -> None:
+        if check_every is not None and check_every < 1:
+            raise ConfigError(f"check_every must be >= 1 or None, got {check_every}")
+        if tolerance < 0:
+            raise ConfigError(f"tolerance must be non-negative, got {tolerance}")
+        self.check_every = check_every
+        self.tolerance = float(tolerance)
+        self.correct = correct
+        self.method: Method = method
+        self.epochs: list[NormCheck] = []
+        self._current = NormCheck(epoch=1)
+        self._last: tuple[int, dict[str, float]] | None = None
+
+    def check(self, model: nn.Module) -> dict[str, float]:
+        """Measure ``model`` now (and correct it); returns the ratios before correction."""
+        track_spectral(model)
+        ratios = spectral_norm_ratios(model, method=self.method)
+        current = self._current
+        current.checks += 1
+        for name, ratio in ratios.items():
+            if ratio > current.max_ratio:
+                current.max_ratio, current.worst_layer = ratio, name
+        if self.correct:
+            layers = dict(spectral_layers(model))
+            for name, ratio in ratios.items():
+                if ratio > 1.0 + self.tolerance:
+                    realign_exact(layers[name])
+                    current.corrections += 1
+        return ratios
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.epochs, self._last = [], None
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self._current = NormCheck(epoch=epoch)
+
+    def on_batch_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        if self.check_every is not None and step % self.check_every == 0:
+            self._last = (step, self.check(trainer.model))
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        current = self._current
+        if self._last is not None and self._last[0] == trainer.global_step:
+            current.end_ratios = self._last[1]  # the last step was just checked
+        else:
+            current.end_ratios = self.check(trainer.model)
+        self.epochs.append(current)
+        if trainer.history:
+            trainer.history[-1].update(
+                max_norm_ratio=current.max_ratio,
+                norm_checks=current.checks,
+                norm_corrections=current.corrections,
+            )

@@ -94,6 +94,7 @@ class IResNetBodyConfig:
     coeff: float = 0.9
     actnorm: bool = True
     n_power_iterations: int = 1
+    krylov: int = 0
     n_terms: int = 10
     n_probes: int = 1
     inverse_atol: float | None = None
@@ -104,6 +105,11 @@ class IResNetBodyConfig:
         check_field_types(self)
         if self.stages < 1 or self.blocks_per_stage < 1 or self.hidden < 1:
             raise ConfigError("stages, blocks_per_stage and hidden must all be >= 1")
+        if self.n_power_iterations < 1 or self.krylov < 0:
+            raise ConfigError(
+                f"need n_power_iterations >= 1 and krylov >= 0, got {self.n_power_iterations} "
+                f"and {self.krylov}"
+            )
         if not 0.0 < self.coeff < 1.0:
             raise ConfigError(f"coeff must be in (0, 1) for invertible blocks, got {self.coeff}")
         if logdet not in _LOGDET_MODES:
@@ -122,6 +128,11 @@ class IResNetConfig(IResNetBodyConfig):
         coeff: spectral-norm bound :math:`c < 1` of every convolution (thesis: 0.9).
         actnorm: ActNorm after every block.
         n_power_iterations: power-iteration steps per training forward pass.
+        krylov: Lanczos steps that re-align every spectral layer's power-iteration vectors
+            with the moving weights before its power iteration in each training forward pass
+            (:meth:`~preimage.nn.spectral.SpectralConv2d.track`; 0: off, the thesis' plain
+            power iteration). With one power step and Adam the as-trained operator norms lag
+            above ``coeff`` by percents; see BENCHMARKS.md.
         n_terms: power-series terms when ``logdet="series"``.
         n_probes: Hutchinson probes per sample for the stochastic log-det estimators.
         inverse_atol: default absolute tolerance of every block's fixed-point inverse (``None``:
@@ -217,6 +228,7 @@ def iresnet_body(
                 coeff=config.coeff,
                 n_power_iterations=config.n_power_iterations,
                 input_shape=(h, w),
+                krylov=config.krylov,
             )
             layers.append(
                 IResBlock(

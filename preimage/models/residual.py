@@ -59,6 +59,8 @@ class ResidualClassifier(nn.Module):
         coeff: spectral coefficient :math:`c`, or ``None`` for no constraint.
         pad_channels: zero channels appended after the squeeze (thesis appendix A.1).
         num_classes: number of classes.
+        krylov: Lanczos steps that re-align the spectral layers' power-iteration vectors in
+            every training forward pass (:func:`~preimage.nn.iresblock.conv_branch`; 0: off).
 
     References:
         Behrmann (thesis), *Invertibility and Domain Knowledge*, section 4.3.1 and
@@ -80,6 +82,7 @@ class ResidualClassifier(nn.Module):
         coeff: float | None,
         pad_channels: int = 4,
         num_classes: int = 10,
+        krylov: int = 0,
     ) -> None:
         super().__init__()
         c, h, w = in_shape
@@ -92,7 +95,7 @@ class ResidualClassifier(nn.Module):
             if coeff is None:
                 g = plain_conv_branch(channels, hidden)
             else:
-                g = conv_branch(channels, hidden, coeff=coeff, input_shape=spatial)
+                g = conv_branch(channels, hidden, coeff=coeff, input_shape=spatial, krylov=krylov)
             blocks.append(IResBlock(g, logdet="none"))
         self.body = InvertibleSequential(*blocks)
         self.head = nn.Linear(channels * spatial[0] * spatial[1], num_classes)

@@ -711,6 +711,7 @@ def conv_branch(
     activation: Activation = "elu",
     n_power_iterations: int = 1,
     input_shape: tuple[int, int] | None = None,
+    krylov: int = 0,
 ) -> nn.Sequential:
     r"""Convolutional branch :math:`g(x) = A_3\phi(A_2\phi(A_1\phi(x)))` of thesis eq. 4.5.
 
@@ -726,6 +727,8 @@ def conv_branch(
         activation: 1-Lipschitz activation :math:`\phi`.
         n_power_iterations: power-iteration steps per training forward pass.
         input_shape: optional spatial size ``(H, W)`` to lock the operators at construction.
+        krylov: Lanczos steps that re-align each layer's power-iteration vectors in every
+            training forward pass (:meth:`~preimage.nn.spectral.SpectralConv2d.track`; 0: off).
 
     References:
         Behrmann (thesis), *Invertibility and Domain Knowledge*, eq. 4.5 and appendix A.1.
@@ -751,6 +754,7 @@ def conv_branch(
                 coeff=coeff,
                 n_power_iterations=n_power_iterations,
                 input_shape=input_shape,
+                krylov=krylov,
             )
         )
     return nn.Sequential(*layers)
@@ -764,6 +768,7 @@ def dense_branch(
     depth: int = 3,
     activation: Activation = "elu",
     n_power_iterations: int = 1,
+    krylov: int = 0,
 ) -> nn.Sequential:
     r"""Fully connected branch :math:`g = W_n \phi(\cdots \phi(W_1 x))` with spectral layers.
 
@@ -777,6 +782,8 @@ def dense_branch(
         depth: number of linear layers :math:`n \ge 1`.
         activation: 1-Lipschitz activation :math:`\phi`.
         n_power_iterations: power-iteration steps per training forward pass.
+        krylov: Lanczos steps that re-align each layer's power-iteration vectors in every
+            training forward pass (:meth:`~preimage.nn.spectral.SpectralLinear.track`; 0: off).
 
     References:
         Behrmann (thesis), *Invertibility and Domain Knowledge*, eqs. 4.5-4.7.
@@ -794,6 +801,8 @@ def dense_branch(
         if i > 0:
             layers.append(make_activation(activation))
         layers.append(
-            SpectralLinear(f_in, f_out, coeff=coeff, n_power_iterations=n_power_iterations)
+            SpectralLinear(
+                f_in, f_out, coeff=coeff, n_power_iterations=n_power_iterations, krylov=krylov
+            )
         )
     return nn.Sequential(*layers)

@@ -13,14 +13,19 @@ from torch import nn
 from preimage.analysis.operator_norm import (
     BlockCertificate,
     LayerBound,
+    SpectralNormMonitor,
     format_certificates,
     lipschitz_certificate,
     operator_norm,
+    realign_exact,
+    spectral_norm_ratios,
 )
 from preimage.errors import ConfigError, ConvergenceError, ShapeError
+from preimage.models.residual import ResidualClassifier
 from preimage.nn.base import InvertibleSequential
 from preimage.nn.iresblock import IResBlock, conv_branch, dense_branch
-from preimage.nn.spectral import SpectralConv2d, SpectralLinear
+from preimage.nn.spectral import SpectralConv2d, SpectralLinear, spectral_layers
+from preimage.train import Callback, TrainConfig, Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -204,3 +209,121 @@ def test_certificate_value_types() -> None:
     assert cert.bound == 0.5 and cert.is_contractive
     assert "0.500000" in str(cert) and "contractive" in str(cert)
     assert lipschitz_certificate(nn.Linear(2, 2), torch.randn(1, 2)) == []
+
+
+def _hidden_direction_layer() -> SpectralLinear:
+    """A layer whose power iteration has converged on e1 (sigma 2) before the optimiser grew
+    the orthogonal direction e2 to 4: the estimate still reads 2, the operator has norm 4."""
+    layer = SpectralLinear(4, 4, coeff=0.5, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.diag(torch.tensor([2.0, 1.0, 1.0, 1.0])))
+        layer.converge(100, rtol=1e-14)
+        layer.weight[1, 1] = 4.0
+    return layer
+
+
+def test_norm_ratios_catch_what_the_estimate_misses() -> None:
+    layer = _hidden_direction_layer()
+    net = nn.Sequential(layer)
+    # The estimate says the layer is normalised to c exactly; the operator is twice that.
+    assert float(layer.sigma) == pytest.approx(2.0, rel=1e-12)
+    ratios = spectral_norm_ratios(net)
+    assert ratios == {"0": pytest.approx(2.0, rel=1e-10)}
+    assert ratios["0"] * 0.5 == pytest.approx(_jacobian_norm(layer.eval(), (4,)), rel=1e-10)
+    assert float(layer.sigma) == pytest.approx(2.0, rel=1e-12)  # measuring changed nothing
+
+
+def test_realign_exact_finds_the_lost_direction() -> None:
+    layer = _hidden_direction_layer()
+    layer.converge(50)  # warm-started power steps never leave e1: its e2 component is zero
+    assert spectral_norm_ratios(nn.Sequential(layer))["0"] == pytest.approx(2.0, rel=1e-10)
+    gen = torch.Generator().manual_seed(0)
+    assert realign_exact(layer, generator=gen) == pytest.approx(4.0, rel=1e-10)
+    assert spectral_norm_ratios(nn.Sequential(layer))["0"] == pytest.approx(1.0, abs=1e-9)
+    conv = SpectralConv2d(2, 3, 3, padding=1, coeff=0.5, input_shape=(5, 5)).double()
+    with torch.no_grad():
+        conv.weight.mul_(4.0)
+        conv.v.copy_(torch.randn_like(conv.v))
+        conv.u.copy_(torch.randn_like(conv.u))
+    sigma = realign_exact(conv)
+    assert sigma == pytest.approx(_jacobian_norm(conv, (2, 5, 5)) * sigma / 0.5, rel=1e-6)
+    assert spectral_norm_ratios(nn.Sequential(conv))["0"] == pytest.approx(1.0, abs=1e-8)
+
+
+class _LoseTheTopDirection(Callback):
+    """After step ``at``, a layer's weight grows while its power vectors point elsewhere: what
+    a lagging power iteration leaves behind after a large optimiser step."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_batch_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+        if step != self.at:
+            return
+        _, layer = spectral_layers(trainer.model)[0]
+        with torch.no_grad():
+            layer.weight.mul_(3.0 * layer.coeff / operator_norm(layer))
+            layer.v.copy_(torch.randn_like(layer.v))
+            layer.u.copy_(torch.randn_like(layer.u))
+            layer.v.div_(layer.v.norm() * 1e3)  # sigma~ ~ 0: no normalisation at all
+
+
+def _train_with(monitor: SpectralNormMonitor, plant_at: int | None) -> tuple[Trainer, nn.Module]:
+    torch.manual_seed(0)
+    net = ResidualClassifier((1, 4, 4), n_blocks=1, hidden=4, coeff=0.9)
+    data = (torch.rand(24, 1, 4, 4), torch.randint(0, 10, (24,)))
+    config = TrainConfig(epochs=2, batch_size=8, device="cpu", max_shift=0, dequantize=False)
+    callbacks = ([] if plant_at is None else [_LoseTheTopDirection(plant_at)]) + [monitor]
+    trainer = Trainer(net, data, None, config, callbacks=callbacks, progress=False)
+    trainer.fit()
+    return trainer, net
+
+
+def test_monitor_catches_a_layer_above_tolerance_after_a_training_step() -> None:
+    monitor = SpectralNormMonitor(check_every=1, tolerance=1e-3)
+    trainer, net = _train_with(monitor, plant_at=2)
+    first, second = monitor.epochs
+    assert first.checks == 3 and second.checks == 3  # every step; the epoch end reuses step 3
+    assert first.max_ratio > 2.9 and first.corrections >= 1
+    assert first.worst_layer == spectral_layers(net)[0][0]
+    assert trainer.history[0]["max_norm_ratio"] == first.max_ratio
+    assert trainer.history[1]["norm_checks"] == 3
+
+
+def test_check_records_before_it_corrects() -> None:
+    layer = _hidden_direction_layer()
+    net = nn.Sequential(SpectralLinear(4, 4).double(), layer)
+    monitor = SpectralNormMonitor(tolerance=1e-3)
+    before = monitor.check(net)
+    assert before["1"] == pytest.approx(2.0, rel=1e-10)
+    after = monitor.check(net)
+    assert after["1"] == pytest.approx(1.0, abs=1e-9)
+    assert after["0"] == pytest.approx(before["0"], rel=1e-12)  # within tolerance: untouched
+    assert monitor._current.max_ratio == before["1"] and monitor._current.corrections == 1
+
+
+def test_monitor_without_correction_only_records() -> None:
+    monitor = SpectralNormMonitor(check_every=2, correct=False)
+    _train_with(monitor, plant_at=2)
+    assert [c.checks for c in monitor.epochs] == [2, 2]  # steps 2, 3 (end); 4, 6 (end, reused)
+    assert monitor.epochs[0].max_ratio > 2.9
+    assert sum(c.corrections for c in monitor.epochs) == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"check_every": 0}, {"tolerance": -1.0}])
+def test_monitor_rejects_bad_settings(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        SpectralNormMonitor(**kwargs)
+
+
+def test_pointwise_convolutions_are_measured_exactly_from_their_matrix() -> None:
+    conv = SpectralConv2d(3, 4, 1, coeff=0.5, input_shape=(6, 5)).double()
+    with torch.no_grad():
+        conv.weight.mul_(3.0)
+    matrix = conv.normalized_weight().detach()[:, :, 0, 0]
+    expected = float(torch.linalg.matrix_norm(matrix, 2))
+    assert operator_norm(conv) == pytest.approx(expected, rel=1e-12)
+    assert operator_norm(conv) == pytest.approx(_jacobian_norm(conv, (3, 6, 5)), rel=1e-10)
+    plain = nn.Conv2d(3, 4, 1)
+    reference = operator_norm(plain, (3, 6, 5), method="lanczos", rtol=1e-12)
+    assert operator_norm(plain, (3, 6, 5)) == pytest.approx(reference, rel=1e-8)

@@ -392,3 +392,11 @@ def test_anderson_bound_is_never_below_the_true_error_and_saves_steps(kind: str)
     assert diag.trace is not None
     errors = (diag.trace.iterates - x).reshape(60, 4, -1).norm(dim=2)
     assert bool((errors <= diag.trace.bounds * (1 + 1e-9) + 1e-14).all())
+
+
+def test_branches_pass_krylov_to_every_spectral_layer() -> None:
+    conv = conv_branch(2, 4, krylov=5, input_shape=(4, 4))
+    dense = dense_branch(3, 4, krylov=5)
+    layers = [m for m in [*conv, *dense] if isinstance(m, SpectralConv2d | SpectralLinear)]
+    assert len(layers) == 6 and all(m.krylov == 5 for m in layers)
+    assert all(m.krylov == 0 for m in conv_branch(2, 4) if isinstance(m, SpectralConv2d))
