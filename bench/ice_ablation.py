@@ -148,11 +148,7 @@ def run_variant(
     )
     train, test = cim.load_mnist(config)
     recipe = cim.study_recipe(config, config.train)
-    game = (
-        subset(train, config.game_n_train, config.seed + 3),
-        subset(test, config.game_n_test, config.seed + 4),
-        config.game_probe_epochs,
-    )
+    game = cim.game_data(config, train, test)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         trained = cim.obtain_firevnet(

@@ -322,27 +322,32 @@ class IndependenceCrossEntropy(nn.Module):
         model_classes = getattr(model, "num_classes", None)
         if isinstance(model_classes, int) and model_classes != num_classes:
             raise ConfigError(f"num_classes={num_classes} but the model has {model_classes}")
-        self.max_steps = require_int("max_steps", max_steps, 0)
-        self.normalize_by_dim = bool(normalize_by_dim)
-        self.nce_weight = require_non_negative("nce_weight", nce_weight)
-        self.mle_weight = require_non_negative("mle_weight", mle_weight)
-        if adversary not in ADVERSARIES:
-            raise ConfigError(
-                f"adversary must be one of {', '.join(ADVERSARIES)}, got {adversary!r}"
-            )
-        self.adversary = adversary
-        for name, value, allowed in (
-            ("adversary_input", adversary_input, ADVERSARY_INPUTS),
-            ("inner_optimizer", inner_optimizer, INNER_OPTIMIZERS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        self.adversary_input = adversary_input
-        self.inner_optimizer = inner_optimizer
-        self.logit_prior = bool(logit_prior)
+        # One place checks the settings: the config they form (values and choices).
+        settings = IceConfig(
+            nuisance_hidden=nuisance_hidden,
+            nuisance_depth=nuisance_depth,
+            lr_nuisance=lr_nuisance,
+            lr_prior=lr_prior,
+            max_steps=max_steps,
+            normalize_by_dim=normalize_by_dim,
+            nce_weight=nce_weight,
+            mle_weight=mle_weight,
+            adversary=adversary,  # type: ignore[arg-type]
+            adversary_input=adversary_input,  # type: ignore[arg-type]
+            logit_prior=logit_prior,
+            inner_optimizer=inner_optimizer,  # type: ignore[arg-type]
+        )
+        self.max_steps = settings.max_steps
+        self.normalize_by_dim = bool(settings.normalize_by_dim)
+        self.nce_weight = float(settings.nce_weight)
+        self.mle_weight = float(settings.mle_weight)
+        self.adversary = settings.adversary
+        self.adversary_input = settings.adversary_input
+        self.inner_optimizer = settings.inner_optimizer
+        self.logit_prior = bool(settings.logit_prior)
         self.term_scale = 1.0
-        lr_nuisance = require_non_negative("lr_nuisance", lr_nuisance)
-        lr_prior = lr_nuisance if lr_prior is None else require_non_negative("lr_prior", lr_prior)
+        lr_nuisance = float(settings.lr_nuisance)
+        lr_prior = lr_nuisance if settings.lr_prior is None else float(settings.lr_prior)
 
         self.nuisance = NuisanceClassifier(
             nuisance_dim, num_classes, hidden=nuisance_hidden, depth=nuisance_depth

@@ -78,6 +78,7 @@ __all__ = [
     "TrainedModel",
     "different_label_pairs",
     "error_on",
+    "game_data",
     "game_report",
     "load_mnist",
     "model_inputs",
@@ -406,6 +407,21 @@ def obtain_firevnet(
     return TrainedModel(net.eval(), trainer.history, path, False, loss)
 
 
+def game_data(
+    config: IceStudyConfig, train: Pair, test: Pair | None
+) -> tuple[Pair, Pair, int] | None:
+    """The ``game`` argument of :func:`obtain_firevnet` for ``config``: ``game_n_train``
+    training and ``game_n_test`` test images (training images when there is no test set) and
+    ``game_probe_epochs``; ``None`` when monitoring is off."""
+    if config.game_probe_epochs <= 0:
+        return None
+    return (
+        subset(train, config.game_n_train, config.seed + 3),
+        subset(test if test is not None else train, config.game_n_test, config.seed + 4),
+        config.game_probe_epochs,
+    )
+
+
 def objective_models(
     run: StudyRun,
     config: IceStudyConfig,
@@ -421,15 +437,7 @@ def objective_models(
     iCE run is watched on ``config.game_n_train`` / ``game_n_test`` images of the training /
     test data (see :func:`obtain_firevnet`).
     """
-    train, test = data
-    game = None
-    if config.game_probe_epochs > 0:
-        probe_test = test if test is not None else train
-        game = (
-            subset(train, config.game_n_train, config.seed + 3),
-            subset(probe_test, config.game_n_test, config.seed + 4),
-            config.game_probe_epochs,
-        )
+    game = game_data(config, *data)
     for objective in OBJECTIVES:
         yield (
             objective,
