@@ -11,7 +11,15 @@ References:
 from __future__ import annotations
 
 from preimage.data.averagine import averagine_envelope, isotope_pattern_bins
-from preimage.data.cifar import CIFAR10_CLASSES, CIFAR10_FILES, cifar10_dir, load_cifar10
+from preimage.data.cifar import (
+    CIFAR10_CLASSES,
+    CIFAR10_FILES,
+    CIFAR100_FILES,
+    cifar10_dir,
+    cifar100_dir,
+    load_cifar10,
+    load_cifar100,
+)
 from preimage.data.digits import DIGITS_MAX_INTENSITY, load_digits
 from preimage.data.embed import embed_image, unembed_image
 from preimage.data.ims import ImsDataset, load_imzml, write_imzml
@@ -47,6 +55,7 @@ from preimage.data.tma_synthetic import TMA_PRESETS, SyntheticTmaConfig, synthet
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_FILES",
+    "CIFAR100_FILES",
     "DATASETS",
     "DATA_ENV_VAR",
     "DIGITS_MAX_INTENSITY",
@@ -66,6 +75,7 @@ __all__ = [
     "ZCAWhitener",
     "averagine_envelope",
     "cifar10_dir",
+    "cifar100_dir",
     "class_subset",
     "data_root",
     "dataset_dir",
@@ -74,6 +84,7 @@ __all__ = [
     "grayscale",
     "isotope_pattern_bins",
     "load_cifar10",
+    "load_cifar100",
     "load_dataset",
     "load_digits",
     "load_dtd_textures",

@@ -19,7 +19,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from preimage.data.cifar import load_cifar10
+from preimage.data.cifar import load_cifar10, load_cifar100
 from preimage.data.digits import load_digits
 from preimage.data.mnist import load_mnist
 from preimage.data.spheres import sample_spheres
@@ -98,6 +98,10 @@ def _cifar10(req: _Request) -> DatasetSplit:
     return load_cifar10(req.data_dir, req.split)
 
 
+def _cifar100(req: _Request) -> DatasetSplit:
+    return load_cifar100(req.data_dir, req.split)
+
+
 def _spheres(req: _Request) -> DatasetSplit:
     if not 0 <= req.seed < 2**63:
         raise ConfigError(f"seed must lie in [0, 2**63), got {req.seed}")
@@ -109,7 +113,13 @@ def _spheres(req: _Request) -> DatasetSplit:
 
 
 _LOADERS: Mapping[str, Callable[[_Request], DatasetSplit]] = MappingProxyType(
-    {"mnist": _mnist, "digits": _digits, "spheres": _spheres, "cifar10": _cifar10}
+    {
+        "mnist": _mnist,
+        "digits": _digits,
+        "spheres": _spheres,
+        "cifar10": _cifar10,
+        "cifar100": _cifar100,
+    }
 )
 
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
@@ -133,6 +143,8 @@ def load_dataset(
       ``seed`` is unused.
     - ``cifar10``: the standard binary batches from ``data_dir`` (never downloaded, see
       :func:`~preimage.data.cifar.load_cifar10`).
+    - ``cifar100``: the binary version's fine labels (100 classes) from ``data_dir`` (never
+      downloaded, see :func:`~preimage.data.cifar.load_cifar100`).
     - ``digits``: scikit-learn's 8x8 digits, a stratified 75/25 split drawn with ``seed``.
     - ``spheres``: :math:`r_1 = 1`, :math:`r_2 = 10`; train and test are sampled with the
       distinct seeds :math:`2s` and :math:`2s + 1`.
@@ -144,7 +156,7 @@ def load_dataset(
     Args:
         name: One of :data:`DATASETS`.
         split: ``"train"`` or ``"test"``.
-        data_dir: Where MNIST and CIFAR-10 live (ignored by the other datasets).
+        data_dir: Where MNIST and CIFAR-10/100 live (ignored by the other datasets).
         seed: Split seed (digits) or sampling seed (spheres), non-negative.
         download: Download missing MNIST files.
         spheres_n: Number of sphere points; ``None`` for the split's default.

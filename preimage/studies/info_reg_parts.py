@@ -14,6 +14,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from preimage.data.subsets import Pair, load_train_test, subset
 from preimage.information import ConstrainLogger
 from preimage.losses import AlternatingAutoencoderLoss, InformationRegularizedLoss
-from preimage.train import TrainConfig, Trainer
+from preimage.train import Callback, TrainConfig, Trainer
 
 __all__ = ["Fit", "features_of", "fit_regularized", "load_data", "plain_sgd"]
 
@@ -92,14 +93,22 @@ def fit_regularized(
     n_constrain: int,
     autoencoder: bool = False,
     progress: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> Fit:
     """Train ``model`` on ``data`` with ``loss_fn`` (inside the alternating autoencoder scheme
-    when ``autoencoder``), logging the Constrain on ``n_constrain`` training samples."""
+    when ``autoencoder``), logging the Constrain on ``n_constrain`` training samples; further
+    ``callbacks`` run after the Constrain logger."""
     train, test = data
     logger = ConstrainLogger(subset(train, n_constrain, train_config.seed), num_classes)
     objective: nn.Module = AlternatingAutoencoderLoss(loss_fn) if autoencoder else loss_fn
     trainer = Trainer(
-        model, train, test, train_config, loss_fn=objective, callbacks=[logger], progress=progress
+        model,
+        train,
+        test,
+        train_config,
+        loss_fn=objective,
+        callbacks=[logger, *callbacks],
+        progress=progress,
     )
     trainer.fit()
     loss_fn.flush(model)
