@@ -24,7 +24,6 @@ References:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,7 +36,7 @@ from torch import Tensor, nn
 from preimage.analysis.relu_preimage import KINDS, LayerPreimages, layer_preimages
 from preimage.data import load_dataset
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["Config", "mlp", "run"]
@@ -133,21 +132,19 @@ def _figure(widths: Sequence[int], reports: dict[int, list[LayerPreimages]]) -> 
     return fig
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "relu-preimage-mnist",
+    title="relu-preimage-mnist: bounded or unbounded ReLU pre-images by width",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train one MLP per width and classify its layers' pre-images on test images."""
-    study = StudyRun(
-        "relu-preimage-mnist", config, out_dir, argv=argv,
-        title="relu-preimage-mnist: bounded or unbounded ReLU pre-images by width",
-        intro=(
-            f"MLPs {config.image_size**2}-w-w-10 for w in {list(config.widths)} on MNIST; the "
-            f"pre-images of the first and second layer's activations of {config.n_queries} test "
-            f"images ({config.n_wide_queries} for the second layer at widths >= "
-            f"{config.wide_second_layer}) are classified by theorem 3.3 (second layer within "
-            "h >= 0)."
-        ),
-    )  # fmt: skip
+    study.text(
+        f"MLPs {config.image_size**2}-w-w-10 for w in {list(config.widths)} on MNIST; the "
+        f"pre-images of the first and second layer's activations of {config.n_queries} test "
+        f"images ({config.n_wide_queries} for the second layer at widths >= "
+        f"{config.wide_second_layer}) are classified by theorem 3.3 (second layer within "
+        "h >= 0)."
+    )
     train = load_dataset("mnist", "train", data_dir=config.data_dir)
     test = load_dataset("mnist", "test", data_dir=config.data_dir)
     size = config.image_size
