@@ -47,7 +47,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
-from preimage.models.config import check_field_types
+from preimage.models.config import check_field_types, config_from_kwargs
 from preimage.nn import (
     ActNorm,
     AdditiveCoupling,
@@ -201,10 +201,7 @@ class FiRevNet(InvertibleModule):
 
     def __init__(self, in_shape: Shape, num_classes: int, **kwargs: Any) -> None:
         super().__init__()
-        unknown = set(kwargs) - set(FiRevNetConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown FiRevNet options: {', '.join(sorted(unknown))}")
-        self.cfg = FiRevNetConfig(**kwargs)
+        self.cfg = config_from_kwargs(FiRevNetConfig, kwargs, "FiRevNet")
         self.in_shape = tuple(int(s) for s in in_shape)
         self.num_classes = int(num_classes)
         self.dim = flat_dim(self.in_shape)

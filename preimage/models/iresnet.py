@@ -42,14 +42,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
-from preimage.models.config import check_field_types
+from preimage.models.config import check_field_types, config_from_kwargs
 from preimage.nn import (
     ActNorm,
     DCTReadout,
@@ -290,11 +290,7 @@ class IResNetBase(InvertibleModule):
         Raises:
             ConfigError: a key of ``kwargs`` that is no field of ``config_type``.
         """
-        unknown = set(kwargs) - {f.name for f in fields(config_type)}
-        if unknown:
-            name = type(self).__name__
-            raise ConfigError(f"unknown {name} options: {', '.join(sorted(unknown))}")
-        cfg = config_type(**kwargs)
+        cfg = config_from_kwargs(config_type, kwargs, type(self).__name__)
         self.cfg = cfg
         self.in_shape = tuple(int(s) for s in in_shape)
         self.dim = flat_dim(self.in_shape)
