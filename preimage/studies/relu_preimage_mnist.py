@@ -132,6 +132,44 @@ def _figure(widths: Sequence[int], reports: dict[int, list[LayerPreimages]]) -> 
     return fig
 
 
+def _preimages(
+    config: Config, model: nn.Sequential, width: int, queries: Tensor
+) -> list[LayerPreimages]:
+    """The first and the second ReLU layer's pre-images of ``queries`` (fewer for a wide
+    second layer)."""
+    box = (0.0, 1.0) if config.input_box else (None, None)
+    second = config.n_wide_queries if width >= config.wide_second_layer else config.n_queries
+    # One call per layer, so the costly second layer can take fewer queries; its prior
+    # h >= 0 does not depend on the call (layer_preimages sets it behind a ReLU).
+    return [
+        layer_preimages(
+            model.cpu(), queries[:count], layers=[name], lower=box[0], upper=box[1],
+            progress=config.progress,
+        )[0]
+        for name, count in (("1", config.n_queries), ("3", second))
+    ]  # fmt: skip
+
+
+def _layer_metrics(
+    width: int, reports: list[LayerPreimages]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and table rows of one width's layer pre-images."""
+    metrics: dict[str, Any] = {}
+    rows = []
+    for layer, report in enumerate(reports, start=1):
+        shares = report.shares()
+        key = f"w{width}_layer{layer}"
+        metrics.update({f"{key}_{kind}": shares[kind] for kind in KINDS})
+        metrics[f"{key}_mean_null_dim"] = float(np.mean(report.null_dims))
+        metrics[f"{key}_seconds_per_query"] = float(np.mean(report.seconds))
+        metrics[f"{key}_lps_per_query"] = float(np.mean(report.n_lps))
+        metrics[f"{key}_n_queries"] = len(report.kinds)
+        rows.append({"width": width, "layer": layer, "queries": len(report.kinds), **shares,
+                     "mean k": metrics[f"{key}_mean_null_dim"],
+                     "s / query": metrics[f"{key}_seconds_per_query"]})  # fmt: skip
+    return metrics, rows
+
+
 @study_entry(
     "relu-preimage-mnist",
     title="relu-preimage-mnist: bounded or unbounded ReLU pre-images by width",
@@ -160,28 +198,10 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         model = mlp(width, n)
         trainer = Trainer(model, train_data, test_data, config.train, progress=config.progress)
         metrics[f"w{width}_test_accuracy"] = float(trainer.fit()["test_accuracy"])
-        box = (0.0, 1.0) if config.input_box else (None, None)
-        second = config.n_wide_queries if width >= config.wide_second_layer else config.n_queries
-        # One call per layer, so the costly second layer can take fewer queries; its prior
-        # h >= 0 does not depend on the call (layer_preimages sets it behind a ReLU).
-        reports[width] = [
-            layer_preimages(
-                model.cpu(), queries[:count], layers=[name], lower=box[0], upper=box[1],
-                progress=config.progress,
-            )[0]
-            for name, count in (("1", config.n_queries), ("3", second))
-        ]  # fmt: skip
-        for layer, report in enumerate(reports[width], start=1):
-            shares = report.shares()
-            key = f"w{width}_layer{layer}"
-            metrics.update({f"{key}_{kind}": shares[kind] for kind in KINDS})
-            metrics[f"{key}_mean_null_dim"] = float(np.mean(report.null_dims))
-            metrics[f"{key}_seconds_per_query"] = float(np.mean(report.seconds))
-            metrics[f"{key}_lps_per_query"] = float(np.mean(report.n_lps))
-            metrics[f"{key}_n_queries"] = len(report.kinds)
-            rows.append({"width": width, "layer": layer, "queries": len(report.kinds), **shares,
-                         "mean k": metrics[f"{key}_mean_null_dim"],
-                         "s / query": metrics[f"{key}_seconds_per_query"]})  # fmt: skip
+        reports[width] = _preimages(config, model, width, queries)
+        layer_metrics, layer_rows = _layer_metrics(width, reports[width])
+        metrics.update(layer_metrics)
+        rows += layer_rows
     study.figure(
         _figure(config.widths, reports),
         "preimages",
