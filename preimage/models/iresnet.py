@@ -64,7 +64,7 @@ from preimage.nn import (
     conv_branch,
 )
 from preimage.nn.base import check_batch, flat_dim
-from preimage.nn.classifier import check_code, merge_codes
+from preimage.nn.classifier import SimplifiedReadout
 from preimage.nn.iresblock import InverseDiagnostics, LogdetMode
 from preimage.nn.spectral import converge_spectral
 
@@ -404,7 +404,7 @@ class _IResNetClassifier(IResNetBase):
         }
 
 
-class IResNet(_IResNetClassifier):
+class IResNet(SimplifiedReadout, _IResNetClassifier):
     r"""Bijective i-ResNet classifier with the simplified read-out (thesis definition 6.7).
 
     The net is a bijection of the input (a squeeze before the first stage), ``forward(x)``
@@ -454,15 +454,6 @@ class IResNet(_IResNetClassifier):
                 readout=DCTReadout if cfg.readout == "dct" else Flatten,
             )
         )
-
-    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(z_s, z_n)``: the logits (first ``num_classes`` entries) and the nuisance."""
-        check_code(z, self.code_dim, "IResNet.split")
-        return z[:, : self.num_classes], z[:, self.num_classes :]
-
-    def merge(self, z_s: Tensor, z_n: Tensor) -> Tensor:
-        """``merge(z_s, z_n) -> z``, the inverse of :meth:`split`."""
-        return merge_codes(z_s, z_n, self.num_classes, self.code_dim)
 
     def classify(self, z_s: Tensor) -> Tensor:
         """The class scores of a logit code: :math:`z_s` itself (no head on the logits)."""
