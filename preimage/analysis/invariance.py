@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
 from preimage.attacks.base import eval_mode
 from preimage.errors import ConfigError, ShapeError
@@ -36,6 +38,7 @@ from preimage.losses.nuisance import NuisanceClassifier
 __all__ = [
     "NuisanceReadout",
     "PlaneGrid",
+    "ProbeOptions",
     "Standardize",
     "classification_error",
     "decision_plane_grid",
@@ -144,19 +147,25 @@ class NuisanceReadout:
             return self.classifier(nuisance_features(model, x))
 
 
+class ProbeOptions(TypedDict, total=False):
+    """Options of a nuisance probe; :func:`fit_nuisance_probe` holds their defaults and
+    meaning, :func:`train_nuisance_classifier` passes them on."""
+
+    hidden: int
+    depth: int
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    standardize: bool
+    record_epochs: Sequence[int]
+
+
 def train_nuisance_classifier(
     model: nn.Module,
     train: tuple[Tensor, Tensor],
     test: tuple[Tensor, Tensor],
-    *,
-    hidden: int = 512,
-    depth: int = 3,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 128,
-    seed: int = 0,
-    standardize: bool = True,
-    record_epochs: Sequence[int] = (),
+    **probe: Unpack[ProbeOptions],
 ) -> NuisanceReadout:
     r"""Train a fresh nuisance classifier on :math:`z_n` of a frozen ``model``; report errors.
 
@@ -167,14 +176,8 @@ def train_nuisance_classifier(
         model: invertible classifier with ``split``.
         train: ``(inputs, labels)`` to train on.
         test: ``(inputs, labels)`` to measure the test error on.
-        hidden: hidden units (paper: 512 on MNIST, 1000 on spheres).
-        depth: linear layers (paper: 3).
-        epochs: passes over the training nuisances.
-        lr: Adam learning rate.
-        batch_size: mini-batch size.
-        seed: seeds initialisation and shuffling.
-        standardize: standardise :math:`z_n` with the training set's statistics first.
-        record_epochs: epoch counts after which to record the test error (``curve``).
+        **probe: ``hidden``, ``depth``, ``epochs``, ``lr``, ``batch_size``, ``seed``,
+            ``standardize`` and ``record_epochs``, as in :func:`fit_nuisance_probe`.
 
     Returns:
         The trained :class:`NuisanceReadout`.
@@ -195,19 +198,7 @@ def train_nuisance_classifier(
     num_classes = int(getattr(model, "num_classes", 0)) or int(train[1].max()) + 1
     z_train = nuisance_features(model, train[0])
     z_test = nuisance_features(model, test[0])
-    return fit_nuisance_probe(
-        (z_train, train[1]),
-        (z_test, test[1]),
-        num_classes,
-        hidden=hidden,
-        depth=depth,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        standardize=standardize,
-        record_epochs=record_epochs,
-    )
+    return fit_nuisance_probe((z_train, train[1]), (z_test, test[1]), num_classes, **probe)
 
 
 def fit_nuisance_probe(
@@ -236,8 +227,14 @@ def fit_nuisance_probe(
         train: ``(codes, labels)`` to train on, codes ``(N, K)``.
         test: ``(codes, labels)`` to measure the test error on.
         num_classes: number of classes.
-        hidden, depth, epochs, lr, batch_size, seed, standardize, record_epochs: as in
-            :func:`train_nuisance_classifier`.
+        hidden: hidden units (paper: 512 on MNIST, 1000 on spheres).
+        depth: linear layers (paper: 3).
+        epochs: passes over the training codes.
+        lr: Adam learning rate.
+        batch_size: mini-batch size.
+        seed: seeds initialisation and shuffling.
+        standardize: standardise the codes with the training set's statistics first.
+        record_epochs: epoch counts after which to record the test error (``curve``).
 
     Returns:
         The :class:`NuisanceReadout` after ``max(epochs, *record_epochs)`` epochs.

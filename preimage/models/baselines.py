@@ -32,6 +32,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
+from preimage.models.config import config_from_kwargs
 
 __all__ = ["CNN", "CNNConfig"]
 
@@ -118,10 +119,7 @@ class CNN(nn.Module):
 
     def __init__(self, in_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> None:
         super().__init__()
-        unknown = set(kwargs) - set(CNNConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown CNN options: {', '.join(sorted(unknown))}")
-        self.cfg = CNNConfig(**kwargs)
+        self.cfg = config_from_kwargs(CNNConfig, kwargs, "CNN")
         self.in_shape = tuple(int(s) for s in in_shape)
         self.num_classes = int(num_classes)
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:

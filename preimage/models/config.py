@@ -1,6 +1,8 @@
-"""Type checks for the models' frozen config dataclasses.
+"""Checks for the models' frozen config dataclasses: known keys and typed fields.
 
-A config field annotated ``int`` must hold an ``int`` (not a ``bool``, not ``"a"``), a ``float``
+A model built as ``Model(in_shape, num_classes, **kwargs)`` turns its keyword options into its
+config with :func:`config_from_kwargs`, which refuses a key that is no field of the config. A
+config field annotated ``int`` must hold an ``int`` (not a ``bool``, not ``"a"``), a ``float``
 a real number, a ``bool`` a ``bool``, a ``Literal`` one of its values and a ``tuple[X, ...]`` a
 tuple or list (JSON turns tuples into lists) whose every item fits ``X``; otherwise the
 constructor raises a one-line :class:`~preimage.errors.ConfigError` naming the field, instead
@@ -25,11 +27,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, Union
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union
 
 from preimage.errors import ConfigError
 
-__all__ = ["check_field_types"]
+__all__ = ["check_field_types", "config_from_kwargs"]
+
+_C = TypeVar("_C")
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -84,3 +89,28 @@ def check_field_types(config: Any) -> None:
             raise ConfigError(
                 f"{type(config).__name__}.{field.name} must be {_describe(hint)}, got {value!r}"
             )
+
+
+def config_from_kwargs(config_type: type[_C], kwargs: Mapping[str, Any], owner: str) -> _C:
+    """``config_type(**kwargs)``, refusing a key that is no field of the dataclass.
+
+    Raises:
+        ConfigError: ``unknown <owner> options: ...``, naming every unknown key.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Toy:
+        ...     hidden: int = 4
+        >>> config_from_kwargs(Toy, {"hidden": 8}, "Toy").hidden
+        8
+        >>> try:
+        ...     config_from_kwargs(Toy, {"hiden": 8, "depht": 2}, "ToyNet")
+        ... except ConfigError as err:
+        ...     print(err)
+        unknown ToyNet options: depht, hiden
+    """
+    unknown = set(kwargs) - {f.name for f in dataclasses.fields(config_type)}  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigError(f"unknown {owner} options: {', '.join(sorted(unknown))}")
+    return config_type(**kwargs)

@@ -47,7 +47,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
-from preimage.models.config import check_field_types
+from preimage.models.config import check_field_types, config_from_kwargs
 from preimage.nn import (
     ActNorm,
     AdditiveCoupling,
@@ -63,7 +63,7 @@ from preimage.nn import (
     Squeeze,
 )
 from preimage.nn.base import check_batch, flat_dim
-from preimage.nn.classifier import check_code, merge_codes
+from preimage.nn.classifier import SimplifiedReadout, check_code
 from preimage.nn.memory_saving import Grads
 
 __all__ = ["FiRevNet", "FiRevNetConfig"]
@@ -147,7 +147,7 @@ class FiRevNetConfig:
         return self.stage_blocks[stage]
 
 
-class FiRevNet(InvertibleModule):
+class FiRevNet(SimplifiedReadout, InvertibleModule):
     r"""Fully invertible RevNet classifier; ``z_s`` = the first ``num_classes`` entries of ``z``.
 
     The bijection :math:`x \mapsto z`, :meth:`split`, :meth:`merge` and :meth:`inverse` never
@@ -201,13 +201,11 @@ class FiRevNet(InvertibleModule):
 
     def __init__(self, in_shape: Shape, num_classes: int, **kwargs: Any) -> None:
         super().__init__()
-        unknown = set(kwargs) - set(FiRevNetConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown FiRevNet options: {', '.join(sorted(unknown))}")
-        self.cfg = FiRevNetConfig(**kwargs)
+        self.cfg = config_from_kwargs(FiRevNetConfig, kwargs, "FiRevNet")
         self.in_shape = tuple(int(s) for s in in_shape)
         self.num_classes = int(num_classes)
         self.dim = flat_dim(self.in_shape)
+        self.code_dim = self.dim  # a bijection of the flattened input
         if len(self.in_shape) not in (1, 3):
             raise ShapeError(f"FiRevNet takes (C, H, W) or (d,) inputs, got {self.in_shape}")
         if not 1 < self.num_classes <= self.dim:
@@ -323,15 +321,6 @@ class FiRevNet(InvertibleModule):
     ) -> tuple[Tensor, Tensor]:
         # ``forward`` only reshapes the chain's output, which is already flat.
         return self.net.backward_from_output(y, grad_y, grad_logdet, grads)
-
-    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(z_s, z_n)``: the logits (first ``num_classes`` entries) and the nuisance."""
-        check_code(z, self.dim, "FiRevNet.split")
-        return z[:, : self.num_classes], z[:, self.num_classes :]
-
-    def merge(self, z_s: Tensor, z_n: Tensor) -> Tensor:
-        """Inverse of :meth:`split`."""
-        return merge_codes(z_s, z_n, self.num_classes, self.dim)
 
     def classify(self, z_s: Tensor) -> Tensor:
         """Logits from the semantic code: ``logit_bn(z_s)`` with ``logit_norm``, else ``z_s``.

@@ -42,14 +42,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
-from preimage.models.config import check_field_types
+from preimage.models.config import check_field_types, config_from_kwargs
 from preimage.nn import (
     ActNorm,
     DCTReadout,
@@ -64,7 +64,7 @@ from preimage.nn import (
     conv_branch,
 )
 from preimage.nn.base import check_batch, flat_dim
-from preimage.nn.classifier import check_code, merge_codes
+from preimage.nn.classifier import SimplifiedReadout
 from preimage.nn.iresblock import InverseDiagnostics, LogdetMode
 from preimage.nn.spectral import converge_spectral
 
@@ -290,11 +290,7 @@ class IResNetBase(InvertibleModule):
         Raises:
             ConfigError: a key of ``kwargs`` that is no field of ``config_type``.
         """
-        unknown = set(kwargs) - {f.name for f in fields(config_type)}
-        if unknown:
-            name = type(self).__name__
-            raise ConfigError(f"unknown {name} options: {', '.join(sorted(unknown))}")
-        cfg = config_type(**kwargs)
+        cfg = config_from_kwargs(config_type, kwargs, type(self).__name__)
         self.cfg = cfg
         self.in_shape = tuple(int(s) for s in in_shape)
         self.dim = flat_dim(self.in_shape)
@@ -408,7 +404,7 @@ class _IResNetClassifier(IResNetBase):
         }
 
 
-class IResNet(_IResNetClassifier):
+class IResNet(SimplifiedReadout, _IResNetClassifier):
     r"""Bijective i-ResNet classifier with the simplified read-out (thesis definition 6.7).
 
     The net is a bijection of the input (a squeeze before the first stage), ``forward(x)``
@@ -458,15 +454,6 @@ class IResNet(_IResNetClassifier):
                 readout=DCTReadout if cfg.readout == "dct" else Flatten,
             )
         )
-
-    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(z_s, z_n)``: the logits (first ``num_classes`` entries) and the nuisance."""
-        check_code(z, self.code_dim, "IResNet.split")
-        return z[:, : self.num_classes], z[:, self.num_classes :]
-
-    def merge(self, z_s: Tensor, z_n: Tensor) -> Tensor:
-        """``merge(z_s, z_n) -> z``, the inverse of :meth:`split`."""
-        return merge_codes(z_s, z_n, self.num_classes, self.code_dim)
 
     def classify(self, z_s: Tensor) -> Tensor:
         """The class scores of a logit code: :math:`z_s` itself (no head on the logits)."""

@@ -33,6 +33,7 @@ from preimage.errors import ConfigError, ShapeError
 __all__ = [
     "BijectiveClassifier",
     "Classifier",
+    "SimplifiedReadout",
     "check_code",
     "logits_of",
     "merge_codes",
@@ -92,6 +93,38 @@ class BijectiveClassifier(Protocol):
     def classify(self, z_s: Tensor) -> Tensor: ...
 
     def logits(self, x: Tensor) -> Tensor: ...
+
+
+class SimplifiedReadout:
+    r"""``split`` and ``merge`` of a :class:`BijectiveClassifier` with the simplified read-out:
+    the first ``num_classes`` entries of its flat code ``(batch, code_dim)`` are :math:`z_s`,
+    the rest :math:`z_n`. A model mixes this in and sets ``num_classes`` and ``code_dim``.
+
+    References:
+        Jacobsen et al. (2019), *Excessive Invariance Causes Adversarial Vulnerability*,
+        section 2.1 ("Bijective classifiers with simplified readout").
+
+    Example:
+        >>> import torch
+        >>> class Toy(SimplifiedReadout):
+        ...     num_classes, code_dim = 2, 5
+        >>> z = torch.arange(10.0).reshape(2, 5)
+        >>> z_s, z_n = Toy().split(z)
+        >>> z_s.shape, z_n.shape, torch.equal(Toy().merge(z_s, z_n), z)
+        (torch.Size([2, 2]), torch.Size([2, 3]), True)
+    """
+
+    num_classes: int
+    code_dim: int
+
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z_s, z_n)``: the logits (first ``num_classes`` entries) and the nuisance."""
+        check_code(z, self.code_dim, f"{type(self).__name__}.split")
+        return z[:, : self.num_classes], z[:, self.num_classes :]
+
+    def merge(self, z_s: Tensor, z_n: Tensor) -> Tensor:
+        """``merge(z_s, z_n) -> z``, the inverse of :meth:`split`."""
+        return merge_codes(z_s, z_n, self.num_classes, self.code_dim)
 
 
 def model_output(model: nn.Module, x: Tensor) -> Tensor:

@@ -39,16 +39,18 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
 from preimage.errors import ConfigError, ShapeError
 
 __all__ = [
     "PaddingMode",
+    "PowerIterationOptions",
     "SpectralConv2d",
     "SpectralLinear",
     "conv2d_adjoint",
@@ -59,6 +61,21 @@ __all__ = [
 ]
 
 PaddingMode = Literal["zeros", "circular"]
+
+
+class PowerIterationOptions(TypedDict, total=False):
+    """The keyword options that :class:`SpectralLinear` and :class:`SpectralConv2d` pass on to
+    their shared power iteration, which holds the defaults and checks the values once
+    (``coeff=0.9``, ``n_power_iterations=1``, no ``atol``/``rtol``,
+    ``max_power_iterations=100``, ``krylov=0``; their meaning: :class:`SpectralLinear`)."""
+
+    coeff: float
+    n_power_iterations: int
+    atol: float | None
+    rtol: float | None
+    max_power_iterations: int
+    krylov: int
+
 
 _WARMUP_ITERATIONS = 15
 _WARMUP_RTOL = 1e-4
@@ -187,11 +204,11 @@ class _SpectralBase(nn.Module, ABC):
     def __init__(
         self,
         *,
-        coeff: float,
-        n_power_iterations: int,
-        atol: float | None,
-        rtol: float | None,
-        max_power_iterations: int,
+        coeff: float = 0.9,
+        n_power_iterations: int = 1,
+        atol: float | None = None,
+        rtol: float | None = None,
+        max_power_iterations: int = 100,
         krylov: int = 0,
     ) -> None:
         super().__init__()
@@ -486,22 +503,10 @@ class SpectralLinear(_SpectralBase):
         in_features: int,
         out_features: int,
         *,
-        coeff: float = 0.9,
-        n_power_iterations: int = 1,
-        atol: float | None = None,
-        rtol: float | None = None,
         bias: bool = True,
-        max_power_iterations: int = 100,
-        krylov: int = 0,
+        **power: Unpack[PowerIterationOptions],
     ) -> None:
-        super().__init__(
-            coeff=coeff,
-            n_power_iterations=n_power_iterations,
-            atol=atol,
-            rtol=rtol,
-            max_power_iterations=max_power_iterations,
-            krylov=krylov,
-        )
+        super().__init__(**power)
         if in_features < 1 or out_features < 1:
             raise ConfigError(
                 f"SpectralLinear needs positive sizes, got ({in_features}, {out_features})"
@@ -601,23 +606,11 @@ class SpectralConv2d(_SpectralBase):
         stride: int = 1,
         padding: int | Literal["same"] = 0,
         padding_mode: PaddingMode = "zeros",
-        coeff: float = 0.9,
-        n_power_iterations: int = 1,
-        atol: float | None = None,
-        rtol: float | None = None,
         bias: bool = True,
         input_shape: tuple[int, ...] | None = None,
-        max_power_iterations: int = 100,
-        krylov: int = 0,
+        **power: Unpack[PowerIterationOptions],
     ) -> None:
-        super().__init__(
-            coeff=coeff,
-            n_power_iterations=n_power_iterations,
-            atol=atol,
-            rtol=rtol,
-            max_power_iterations=max_power_iterations,
-            krylov=krylov,
-        )
+        super().__init__(**power)
         if min(in_channels, out_channels, kernel_size, stride) < 1:
             raise ConfigError(
                 "SpectralConv2d needs positive channels, kernel size and stride, got "

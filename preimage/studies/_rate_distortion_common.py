@@ -1,4 +1,4 @@
-r"""Shared pieces of the rate-distortion studies (Galloway et al. 2018): data and figures.
+r"""Shared pieces of the rate-distortion studies (Galloway et al. 2018): data, configs, figures.
 
 References:
     Galloway et al. (2018), *A Rate-Distortion Theory of Adversarial Examples*, sections 4.1-4.4
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,9 +24,11 @@ from preimage.data.registry import DatasetSplit, load_dataset
 from preimage.data.subsets import mnist_3v7
 from preimage.data.svhn import SVHN_FILES, load_svhn
 from preimage.errors import ConfigError
+from preimage.studies.base import StudyConfig
 from preimage.train import TrainConfig
 
 __all__ = [
+    "WeightDecayCNNConfig",
     "digits_32",
     "information_plane_figure",
     "plateau_epoch",
@@ -101,6 +104,45 @@ def digits_32(
         x, y = subsample(load_dataset("mnist", split, data_dir=data_dir), n, s)
         out.append((F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False), y))
     return out[0], out[1], "mnist"
+
+
+@dataclass(frozen=True)
+class WeightDecayCNNConfig(StudyConfig):
+    """Model B of section 4.4: the table-3 CNN trained with weight decay on 32 x 32 digits.
+
+    The fault-tolerance and label-prototype studies train this model (and compare it with
+    variants: C adds batch norm, A drops the weight decay); their configs extend this one.
+
+    Attributes:
+        train: the recipe (:func:`recipe`; SGD with momentum 0.9 at ``cpu``, plain SGD for
+            500 epochs at ``paper``); the weight decay is ``weight_decay``.
+        weight_decay: :math:`\\lambda` of model B (the paper found about 1e-2, section 4.3).
+        dataset: ``auto``, ``svhn`` or ``mnist`` (:func:`digits_32`).
+        n_train: training images (``None``: all).
+
+    Example:
+        >>> cfg = WeightDecayCNNConfig.for_budget("paper")
+        >>> cfg.train.epochs, cfg.train.momentum, cfg.n_train, cfg.weight_decay
+        (500, 0.0, None, 0.01)
+    """
+
+    train: TrainConfig = field(
+        default_factory=lambda: recipe(epochs=30, lr=1e-2, optimizer="sgd", momentum=0.9)
+    )
+    weight_decay: float = 1e-2
+    dataset: str = "auto"
+    n_train: int | None = 5000
+
+    BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"train.epochs": 1, "n_train": 256},
+        "cpu": {},
+        "paper": {"train.epochs": 500, "train.momentum": 0.0, "n_train": None},
+    }
+
+    def digits(self, n_test: int | None) -> tuple[Pair, Pair, str]:
+        """:func:`digits_32` of the config: ``n_train`` training and ``n_test`` test images
+        of ``dataset``, drawn with ``seed`` from ``data_dir``."""
+        return digits_32(self.data_dir, self.n_train, n_test, self.seed, dataset=self.dataset)
 
 
 def plateau_epoch(values: np.ndarray, tolerance: float = 0.1, tail: float = 0.1) -> int:

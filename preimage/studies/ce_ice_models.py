@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -75,7 +75,9 @@ __all__ = [
     "OBJECTIVES",
     "IceStudyConfig",
     "MnistStudyConfig",
+    "RecipeConfig",
     "TrainedModel",
+    "check_recipe",
     "different_label_pairs",
     "error_on",
     "game_data",
@@ -222,7 +224,38 @@ def model_inputs(data: Pair) -> Pair:
     return embed_image(data[0], size=32, channels=3), data[1]
 
 
-def study_recipe(config: StudyConfig, train: TrainConfig, *, seed_offset: int = 0) -> TrainConfig:
+class RecipeConfig(Protocol):
+    """A study config with a ``train`` recipe that follows its ``seed`` and ``device``."""
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def train(self) -> TrainConfig: ...
+
+
+def check_recipe(config: RecipeConfig) -> None:
+    """Refuse ``train.seed`` / ``train.device`` before the run directory opens: the ``check``
+    of :func:`~preimage.studies.kit.study_entry` for the studies that train with
+    :func:`study_recipe` of ``config.train``.
+
+    Raises:
+        ConfigError: as :func:`study_recipe`.
+
+    Example:
+        >>> check_recipe(MnistStudyConfig())
+        >>> check_recipe(replace(MnistStudyConfig(), train=TrainConfig(device="cpu")))
+        Traceback (most recent call last):
+        ...
+        preimage.errors.ConfigError: train.device follows the study's device; ...
+    """
+    study_recipe(config, config.train)
+
+
+def study_recipe(config: RecipeConfig, train: TrainConfig, *, seed_offset: int = 0) -> TrainConfig:
     """``train`` with the study's seed (plus ``seed_offset``) and device.
 
     Raises:

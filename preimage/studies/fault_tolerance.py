@@ -29,9 +29,7 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,23 +39,21 @@ from scipy.stats import spearmanr
 from preimage.analysis.fault_tolerance import interpolate_on_snr, label_information_curve
 from preimage.attacks.unbounded import UnboundedGradientAttack, gaussian_noise_at_snr
 from preimage.models.svhn_cnn import SVHNCNN
-from preimage.studies._rate_distortion_common import digits_32, recipe
-from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
-from preimage.train import TrainConfig, Trainer
+from preimage.studies._rate_distortion_common import WeightDecayCNNConfig
+from preimage.studies.kit import StudyRun, study_entry
+from preimage.train import Trainer
 
 __all__ = ["Config", "run"]
 
 
 @dataclass(frozen=True)
-class Config(StudyConfig):
+class Config(WeightDecayCNNConfig):
     """Settings of the fault-tolerance study (defaults: the ``cpu`` budget).
 
+    ``train``, ``weight_decay`` (of both models), ``dataset`` and ``n_train`` are those of
+    :class:`~preimage.studies._rate_distortion_common.WeightDecayCNNConfig`.
+
     Attributes:
-        train: the recipe of both models (weight decay is ``weight_decay``).
-        weight_decay: :math:`\\lambda` of both models.
-        dataset: ``auto``, ``svhn`` or ``mnist`` (see :mod:`preimage.studies.random_labels`).
-        n_train: training images.
         n_eval: test images attacked (the paper: 10 000).
         l2_step: step of the :math:`L_2`-normalised attack.
         linf_step: step of the sign-gradient attack.
@@ -67,12 +63,6 @@ class Config(StudyConfig):
         snr_definition: ``"ratio"`` or ``"one_plus"``.
     """
 
-    train: TrainConfig = field(
-        default_factory=lambda: recipe(epochs=30, lr=1e-2, optimizer="sgd", momentum=0.9)
-    )
-    weight_decay: float = 1e-2
-    dataset: str = "auto"
-    n_train: int | None = 5000
     n_eval: int = 500
     l2_step: float = 0.05
     linf_step: float = 0.005
@@ -83,8 +73,7 @@ class Config(StudyConfig):
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "train.epochs": 1,
-            "n_train": 256,
+            **WeightDecayCNNConfig.BUDGETS["smoke"],
             "n_eval": 64,
             "attack_steps": 8,
             "record_every": 2,
@@ -93,9 +82,7 @@ class Config(StudyConfig):
         },
         "cpu": {},
         "paper": {
-            "train.epochs": 500,
-            "train.momentum": 0.0,
-            "n_train": None,
+            **WeightDecayCNNConfig.BUDGETS["paper"],
             "n_eval": 10_000,
             "l2_step": 1e-2,
             "linf_step": 1e-2,
@@ -121,24 +108,17 @@ def _figure(curves: dict[str, dict[str, dict[str, np.ndarray]]], key: str, label
     return fig
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    study = StudyRun(
-        "fault-tolerance",
-        config,
-        out_dir,
-        argv=argv,
-        title="Fault tolerance: I(T;Y) against the SNR of adversarial and Gaussian noise",
-        intro=(
-            "Galloway et al. (2018), section 4.4 and figure 5: a weight-decay model (B) and a "
-            "batch-norm model (C) under unbounded L2 and sign-gradient attacks and Gaussian noise."
-        ),
-    )
+@study_entry(
+    "fault-tolerance",
+    title="Fault tolerance: I(T;Y) against the SNR of adversarial and Gaussian noise",
+    intro=(
+        "Galloway et al. (2018), section 4.4 and figure 5: a weight-decay model (B) and a "
+        "batch-norm model (C) under unbounded L2 and sign-gradient attacks and Gaussian noise."
+    ),
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     gen = study.seed()
-    (x, y), (xt, yt), dataset = digits_32(
-        config.data_dir, config.n_train, config.n_eval, config.seed, dataset=config.dataset
-    )
+    (x, y), (xt, yt), dataset = config.digits(config.n_eval)
     train = replace(config.train, weight_decay=config.weight_decay)
     definition: Any = config.snr_definition
     curves: dict[str, dict[str, dict[str, np.ndarray]]] = {}

@@ -142,15 +142,10 @@ def _attacks(config: Config, models: dict[str, nn.Module], source: Tensor, targe
     return results
 
 
-def _check(config: Config) -> None:
-    """Refuse ``train.seed`` / ``train.device`` before the run directory opens."""
-    cim.study_recipe(config, config.train)
-
-
 @study_entry(
     "feature-adversaries",
     title="Feature adversaries vs analytic metamers (appendix B)",
-    check=_check,
+    check=cim.check_recipe,
 )
 def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""

@@ -28,8 +28,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,7 +38,7 @@ from preimage.analysis.gradient_snr import GradientSNR
 from preimage.models.mlp import MLP
 from preimage.studies._rate_distortion_common import plateau_epoch, recipe, three_v_seven
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["MODELS", "Config", "run"]
@@ -98,21 +96,16 @@ def _snr_figure(histories: dict[str, list[dict[str, Any]]]) -> Figure:
     return fig
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    study = StudyRun(
-        "gradient-snr",
-        config,
-        out_dir,
-        argv=argv,
-        title="Gradient signal-to-noise ratio under SGD",
-        intro=(
-            "Galloway et al. (2018), section 4.1 and figure 2: per-layer SNR of the stochastic "
-            "gradients, ||mean grad|| / ||w|| over ||std grad||, for ReLU, tanh and batch-norm "
-            "MLPs on MNIST 3 vs 7 trained with constant-learning-rate SGD."
-        ),
-    )
+@study_entry(
+    "gradient-snr",
+    title="Gradient signal-to-noise ratio under SGD",
+    intro=(
+        "Galloway et al. (2018), section 4.1 and figure 2: per-layer SNR of the stochastic "
+        "gradients, ||mean grad|| / ||w|| over ||std grad||, for ReLU, tanh and batch-norm "
+        "MLPs on MNIST 3 vs 7 trained with constant-learning-rate SGD."
+    ),
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     (x, y), _ = three_v_seven(config.data_dir, config.n_train, None, config.seed)
     histories: dict[str, list[dict[str, Any]]] = {}
     metrics: dict[str, Any] = {}

@@ -91,6 +91,53 @@ def _compression(curve: dict[str, np.ndarray]) -> float:
     return float(curve["i_xt"].max() - curve["i_xt"][-1])
 
 
+def _fit(
+    study: StudyRun,
+    config: Config,
+    split: DatasetSplit,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    probe: torch.Tensor,
+) -> tuple[Trainer, InformationPlane, dict[str, Any]]:
+    """Train the MLP on ``split`` from the study's initial weights, measuring the information
+    plane on the ``probe`` inputs; ``test`` is scored (or ``None``)."""
+    study.seed()  # both runs start from the same initial weights
+    model = MLP(split.sample_shape, 2, widths=config.widths)
+    plane = InformationPlane(
+        split.images[probe],
+        split.labels[probe],
+        binner=AdaptiveBinner(config.n_bins),
+        every=config.measure_every,
+    )
+    trainer = Trainer(
+        model,
+        (split.images, split.labels),
+        test,
+        config.train,
+        callbacks=[plane],
+        progress=config.progress,
+    )
+    return trainer, plane, trainer.fit()
+
+
+def _compression_table(
+    study: StudyRun, curves: dict[str, dict[str, dict[str, np.ndarray]]]
+) -> None:
+    study.table(
+        [
+            {
+                "labels": n,
+                "layer": layer,
+                "compression (bits)": _compression(c),
+                "final I(X;T)": float(c["i_xt"][-1]),
+                "final I(T;Y)": float(c["i_ty"][-1]),
+            }
+            for n, cs in curves.items()
+            for layer, c in cs.items()
+        ],
+        title="Compression (peak minus final I(X;T)) per layer",
+    )
+
+
 @study_entry(
     "info-plane",
     title="Information plane under true and random labels",
@@ -107,23 +154,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
     curves, metrics, histories = {}, {}, {}
     for name, split in labels.items():
         key = name.split()[0]
-        study.seed()  # both runs start from the same initial weights
-        model = MLP(true.sample_shape, 2, widths=config.widths)
-        plane = InformationPlane(
-            split.images[probe],
-            split.labels[probe],
-            binner=AdaptiveBinner(config.n_bins),
-            every=config.measure_every,
-        )
-        trainer = Trainer(
-            model,
-            (split.images, split.labels),
-            test if key == "true" else None,
-            config.train,
-            callbacks=[plane],
-            progress=config.progress,
-        )
-        final = trainer.fit()
+        trainer, plane, final = _fit(study, config, split, test if key == "true" else None, probe)
         curves[name] = plane.curves()
         histories[name] = trainer.history
         last = list(curves[name])[-1]
@@ -144,20 +175,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "training_random",
         "Training on random labels: loss and accuracy per epoch (memorisation).",
     )
-    study.table(
-        [
-            {
-                "labels": n,
-                "layer": layer,
-                "compression (bits)": _compression(c),
-                "final I(X;T)": float(c["i_xt"][-1]),
-                "final I(T;Y)": float(c["i_ty"][-1]),
-            }
-            for n, cs in curves.items()
-            for layer, c in cs.items()
-        ],
-        title="Compression (peak minus final I(X;T)) per layer",
-    )
+    _compression_table(study, curves)
     study.check(
         "true_compression_last_bits",
         metrics["true_compression_last_bits"],

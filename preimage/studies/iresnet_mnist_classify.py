@@ -144,7 +144,39 @@ def _reconstruct(model: IResNetLinear, x: Tensor) -> tuple[Tensor, bool]:
             return torch.full_like(x, float("nan")), False
 
 
-def _figures(study: StudyRun, history: list[dict[str, Any]], x: Tensor, x_rec: Tensor) -> None:
+def _fit(
+    study: StudyRun, config: Config, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]
+) -> tuple[IResNetLinear, Trainer, SpectralNormMonitor, dict[str, Any]]:
+    """Build and train the classifier, its exact operator norms monitored as it trains."""
+    study.seed()
+    model = build_iresnet(tuple(train[0].shape[1:]), 10, **asdict(config.model))
+    recipe = replace(config.train, seed=config.seed, device=str(study.device))
+    monitor = SpectralNormMonitor(
+        check_every=config.norm_check_every,
+        tolerance=config.norm_tolerance,
+        correct=config.norm_correct,
+    )
+    trainer = Trainer(
+        model,
+        train,
+        test,
+        recipe,
+        out_dir=study.path,
+        callbacks=[monitor],
+        progress=config.progress,
+    )
+    return model, trainer, monitor, trainer.fit()
+
+
+def _figures(
+    study: StudyRun,
+    config: Config,
+    history: list[dict[str, Any]],
+    images: tuple[Tensor, Tensor],
+    norms: tuple[SpectralNormMonitor, dict[str, float]],
+) -> None:
+    """Training curves, reconstructions ``images = (x, x_rec)`` and the operator norms."""
+    x, x_rec = images
     lr_varies = len({h["lr"] for h in history}) > 1
     study.figure(
         training_curves(history),
@@ -161,6 +193,15 @@ def _figures(study: StudyRun, history: list[dict[str, Any]], x: Tensor, x_rec: T
         "reconstructions",
         f"{n} test images and their fixed-point reconstructions F^-1(F(x)) after converging "
         "the power iterations.",
+    )
+    study.figure(
+        _norm_figure(*norms, config.norm_tolerance),
+        "operator_norms",
+        "Left: the largest exact operator norm / c - 1 over all spectral layers per epoch, "
+        f"measured on the model as training left it (every {config.norm_check_every} steps and "
+        "at the epoch's end, before any correction). Right: each layer's exact norm / c - 1 at "
+        "the end of training and after converge(). Dashed: the target tolerance; the y axis "
+        "is linear within 1e-5 of zero and logarithmic beyond (negative: below c).",
     )
 
 
@@ -229,24 +270,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "steps and at each epoch's end (thesis section 4.2.1, remark 4.9)."
     )
     train, test = study.load_data(config.dataset, n_train=config.n_train, n_test=config.n_test)
-    study.seed()
-    model = build_iresnet(tuple(train[0].shape[1:]), 10, **asdict(config.model))
-    recipe = replace(t, seed=config.seed, device=str(study.device))
-    monitor = SpectralNormMonitor(
-        check_every=config.norm_check_every,
-        tolerance=config.norm_tolerance,
-        correct=config.norm_correct,
-    )
-    trainer = Trainer(
-        model,
-        train,
-        test,
-        recipe,
-        out_dir=study.path,
-        callbacks=[monitor],
-        progress=config.progress,
-    )
-    final = trainer.fit()
+    model, trainer, monitor, final = _fit(study, config, train, test)
     error_as_trained = 1.0 - float(trainer.evaluate(*test)["accuracy"])
     model.eval()
     model.converge(2000, rtol=1e-10)
@@ -257,16 +281,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
     recon_error = float((x_rec - x_in).abs().max())
     steps = [d.iterations for d in model.last_inverse if d is not None]
     rates = [h["samples_per_s"] for h in trainer.history if "samples_per_s" in h]
-    _figures(study, trainer.history, x_in, x_rec)
-    study.figure(
-        _norm_figure(monitor, converged, config.norm_tolerance),
-        "operator_norms",
-        "Left: the largest exact operator norm / c - 1 over all spectral layers per epoch, "
-        f"measured on the model as training left it (every {config.norm_check_every} steps and "
-        "at the epoch's end, before any correction). Right: each layer's exact norm / c - 1 at "
-        "the end of training and after converge(). Dashed: the target tolerance; the y axis "
-        "is linear within 1e-5 of zero and logarithmic beyond (negative: below c).",
-    )
+    _figures(study, config, trainer.history, (x_in, x_rec), (monitor, converged))
     metrics: dict[str, Any] = {
         "test_error": test_error,
         "test_accuracy": 1.0 - test_error,

@@ -22,7 +22,7 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -31,10 +31,9 @@ import torch.nn.functional as F
 from preimage.attacks.unbounded import class_prototypes
 from preimage.models.svhn_cnn import SVHNCNN
 from preimage.report.plots import image_grid
-from preimage.studies._rate_distortion_common import digits_32, recipe
-from preimage.studies.base import StudyConfig
+from preimage.studies._rate_distortion_common import WeightDecayCNNConfig
 from preimage.studies.kit import StudyRun, study_entry
-from preimage.train import TrainConfig, Trainer
+from preimage.train import Trainer
 
 __all__ = ["Config", "prototype_match_rate", "run"]
 
@@ -59,33 +58,27 @@ def prototype_match_rate(
 
 
 @dataclass(frozen=True)
-class Config(StudyConfig):
+class Config(WeightDecayCNNConfig):
     """Settings of the label-prototypes study (defaults: the ``cpu`` budget).
 
+    ``train`` (of both models; B adds ``weight_decay``), ``weight_decay``, ``dataset`` and
+    ``n_train`` are those of
+    :class:`~preimage.studies._rate_distortion_common.WeightDecayCNNConfig`.
+
     Attributes:
-        train: recipe of both models; B adds ``weight_decay``.
-        weight_decay: :math:`\\lambda` of model B.
-        dataset: ``auto``, ``svhn`` or ``mnist``.
-        n_train: training images.
         step: prototype gradient step.
         max_steps: give up after this many steps.
         confidence: the stopping confidence (the paper: 0.9995).
     """
 
-    train: TrainConfig = field(
-        default_factory=lambda: recipe(epochs=30, lr=1e-2, optimizer="sgd", momentum=0.9)
-    )
-    weight_decay: float = 1e-2
-    dataset: str = "auto"
-    n_train: int | None = 5000
     step: float = 0.1
     max_steps: int = 2000
     confidence: float = 0.9995
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": {"train.epochs": 1, "n_train": 256, "max_steps": 50, "step": 1.0},
+        "smoke": {**WeightDecayCNNConfig.BUDGETS["smoke"], "max_steps": 50, "step": 1.0},
         "cpu": {},
-        "paper": {"train.epochs": 500, "train.momentum": 0.0, "n_train": None, "step": 1e-2},
+        "paper": {**WeightDecayCNNConfig.BUDGETS["paper"], "step": 1e-2},
     }
 
 
@@ -99,9 +92,7 @@ class Config(StudyConfig):
 )
 def run(study: StudyRun, config: Config) -> dict[str, Any]:
     gen = study.seed()
-    (x, y), test, dataset = digits_32(
-        config.data_dir, config.n_train, 1000, config.seed, dataset=config.dataset
-    )
+    (x, y), test, dataset = config.digits(1000)
     metrics: dict[str, Any] = {"dataset": dataset}
     rows, labels = [], []
     for name, wd in (("A", 0.0), ("B", config.weight_decay)):

@@ -30,8 +30,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,7 +40,7 @@ from torch import Tensor, nn
 from preimage.attacks import ClassifierOracle, interpolate_nuisance, metamer_grid, metameric_sample
 from preimage.report import plots
 from preimage.studies import ce_ice_models as cim
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig
 
 __all__ = ["Config", "run"]
@@ -185,20 +183,19 @@ def _oracle_table(study: StudyRun, config: Config, metrics: dict[str, Any]) -> N
     )
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "metamers-mnist",
+    title="Metameric sampling on MNIST: CE vs iCE",
+    intro="Metamers x_met = F^-1(z_s(a), z_n(b)) have exactly the logits of a (the semantic "
+    "source) and the nuisance of b. An oracle trained independently on raw pixels says which "
+    "digit each metamer shows. CE-trained networks let the nuisance decide what the metamer "
+    "looks like (invariance-based adversarial examples); iCE-trained ones should keep the "
+    "semantic class. Metamers are clipped to [0, 1] before they are judged and stored.",
+    check=cim.check_recipe,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""
-    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
-    study = StudyRun(
-        "metamers-mnist", config, out_dir, argv=argv,
-        title="Metameric sampling on MNIST: CE vs iCE",
-        intro="Metamers x_met = F^-1(z_s(a), z_n(b)) have exactly the logits of a (the semantic "
-        "source) and the nuisance of b. An oracle trained independently on raw pixels says which "
-        "digit each metamer shows. CE-trained networks let the nuisance decide what the metamer "
-        "looks like (invariance-based adversarial examples); iCE-trained ones should keep the "
-        "semantic class. Metamers are clipped to [0, 1] before they are judged and stored.",
-    )  # fmt: skip
+    recipe = cim.study_recipe(config, config.train)
     study.seed()
     device = study.device
     train, test = cim.load_mnist(config)

@@ -20,8 +20,6 @@ References:
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,7 +32,7 @@ from preimage.data import load_train_test, subset
 from preimage.report import plots
 from preimage.runs import atomic_write_bytes
 from preimage.studies import ce_ice_models as cim
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 
 __all__ = ["PAPER_TABLE_2", "Config", "run"]
 
@@ -86,22 +84,23 @@ class Config(cim.IceStudyConfig):
     }
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "nuisance-info",
+    title="Label information in the nuisance variables (table 2)",
+    check=cim.check_recipe,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Run the study into ``out_dir`` and return its metrics."""
-    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
     m = config.model
-    study = StudyRun(
-        "nuisance-info", config, out_dir, argv=argv,
-        title="Label information in the nuisance variables (table 2)",
-        intro=f"Two fi-RevNets ({m.stages} stages x {m.blocks_per_stage} blocks, {m.hidden} "
+    study.text(
+        f"Two fi-RevNets ({m.stages} stages x {m.blocks_per_stage} blocks, {m.hidden} "
         f"filters) trained on MNIST for {config.train.epochs} epochs, with cross-entropy (CE) and "
         f"independence cross-entropy (iCE). A fresh {config.ice.nuisance_hidden}-unit 3-layer "
         "nuisance classifier is then trained on the frozen nuisance variables z_n of each. Low "
         "nuisance error = the classifier ignores class information that is there (excessive "
-        "invariance).",
-    )  # fmt: skip
+        "invariance)."
+    )
+    recipe = cim.study_recipe(config, config.train)
     study.seed()
     train, test = cim.load_mnist(config)
     train_eval = subset(train, config.n_train_error, config.seed + 2)

@@ -33,8 +33,6 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -44,7 +42,7 @@ from torch import Tensor
 from preimage.models.svhn_cnn import SVHNCNN
 from preimage.studies._rate_distortion_common import digits_32, recipe
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["Config", "run"]
@@ -106,20 +104,15 @@ def _fit(
     return trainer.evaluate(*data)["accuracy"], final["test_accuracy"]
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
-    study = StudyRun(
-        "random-labels",
-        config,
-        out_dir,
-        argv=argv,
-        title="Random-label capacity: weight decay versus batch norm",
-        intro=(
-            "Galloway et al. (2018), section 4.3, tables 1-2: the table-3 CNN as A (baseline), "
-            "B (+ weight decay) and C (+ batch norm), trained on true and on random labels."
-        ),
-    )
+@study_entry(
+    "random-labels",
+    title="Random-label capacity: weight decay versus batch norm",
+    intro=(
+        "Galloway et al. (2018), section 4.3, tables 1-2: the table-3 CNN as A (baseline), "
+        "B (+ weight decay) and C (+ batch norm), trained on true and on random labels."
+    ),
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     gen = study.seed()
     (x, y), (xt, yt), dataset = digits_32(
         config.data_dir, config.n_train, config.n_test, config.seed, dataset=config.dataset

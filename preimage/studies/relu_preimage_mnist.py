@@ -24,7 +24,6 @@ References:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,7 +36,7 @@ from torch import Tensor, nn
 from preimage.analysis.relu_preimage import KINDS, LayerPreimages, layer_preimages
 from preimage.data import load_dataset
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig, Trainer
 
 __all__ = ["Config", "mlp", "run"]
@@ -133,21 +132,57 @@ def _figure(widths: Sequence[int], reports: dict[int, list[LayerPreimages]]) -> 
     return fig
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+def _preimages(
+    config: Config, model: nn.Sequential, width: int, queries: Tensor
+) -> list[LayerPreimages]:
+    """The first and the second ReLU layer's pre-images of ``queries`` (fewer for a wide
+    second layer)."""
+    box = (0.0, 1.0) if config.input_box else (None, None)
+    second = config.n_wide_queries if width >= config.wide_second_layer else config.n_queries
+    # One call per layer, so the costly second layer can take fewer queries; its prior
+    # h >= 0 does not depend on the call (layer_preimages sets it behind a ReLU).
+    return [
+        layer_preimages(
+            model.cpu(), queries[:count], layers=[name], lower=box[0], upper=box[1],
+            progress=config.progress,
+        )[0]
+        for name, count in (("1", config.n_queries), ("3", second))
+    ]  # fmt: skip
+
+
+def _layer_metrics(
+    width: int, reports: list[LayerPreimages]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics and table rows of one width's layer pre-images."""
+    metrics: dict[str, Any] = {}
+    rows = []
+    for layer, report in enumerate(reports, start=1):
+        shares = report.shares()
+        key = f"w{width}_layer{layer}"
+        metrics.update({f"{key}_{kind}": shares[kind] for kind in KINDS})
+        metrics[f"{key}_mean_null_dim"] = float(np.mean(report.null_dims))
+        metrics[f"{key}_seconds_per_query"] = float(np.mean(report.seconds))
+        metrics[f"{key}_lps_per_query"] = float(np.mean(report.n_lps))
+        metrics[f"{key}_n_queries"] = len(report.kinds)
+        rows.append({"width": width, "layer": layer, "queries": len(report.kinds), **shares,
+                     "mean k": metrics[f"{key}_mean_null_dim"],
+                     "s / query": metrics[f"{key}_seconds_per_query"]})  # fmt: skip
+    return metrics, rows
+
+
+@study_entry(
+    "relu-preimage-mnist",
+    title="relu-preimage-mnist: bounded or unbounded ReLU pre-images by width",
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train one MLP per width and classify its layers' pre-images on test images."""
-    study = StudyRun(
-        "relu-preimage-mnist", config, out_dir, argv=argv,
-        title="relu-preimage-mnist: bounded or unbounded ReLU pre-images by width",
-        intro=(
-            f"MLPs {config.image_size**2}-w-w-10 for w in {list(config.widths)} on MNIST; the "
-            f"pre-images of the first and second layer's activations of {config.n_queries} test "
-            f"images ({config.n_wide_queries} for the second layer at widths >= "
-            f"{config.wide_second_layer}) are classified by theorem 3.3 (second layer within "
-            "h >= 0)."
-        ),
-    )  # fmt: skip
+    study.text(
+        f"MLPs {config.image_size**2}-w-w-10 for w in {list(config.widths)} on MNIST; the "
+        f"pre-images of the first and second layer's activations of {config.n_queries} test "
+        f"images ({config.n_wide_queries} for the second layer at widths >= "
+        f"{config.wide_second_layer}) are classified by theorem 3.3 (second layer within "
+        "h >= 0)."
+    )
     train = load_dataset("mnist", "train", data_dir=config.data_dir)
     test = load_dataset("mnist", "test", data_dir=config.data_dir)
     size = config.image_size
@@ -163,28 +198,10 @@ def run(
         model = mlp(width, n)
         trainer = Trainer(model, train_data, test_data, config.train, progress=config.progress)
         metrics[f"w{width}_test_accuracy"] = float(trainer.fit()["test_accuracy"])
-        box = (0.0, 1.0) if config.input_box else (None, None)
-        second = config.n_wide_queries if width >= config.wide_second_layer else config.n_queries
-        # One call per layer, so the costly second layer can take fewer queries; its prior
-        # h >= 0 does not depend on the call (layer_preimages sets it behind a ReLU).
-        reports[width] = [
-            layer_preimages(
-                model.cpu(), queries[:count], layers=[name], lower=box[0], upper=box[1],
-                progress=config.progress,
-            )[0]
-            for name, count in (("1", config.n_queries), ("3", second))
-        ]  # fmt: skip
-        for layer, report in enumerate(reports[width], start=1):
-            shares = report.shares()
-            key = f"w{width}_layer{layer}"
-            metrics.update({f"{key}_{kind}": shares[kind] for kind in KINDS})
-            metrics[f"{key}_mean_null_dim"] = float(np.mean(report.null_dims))
-            metrics[f"{key}_seconds_per_query"] = float(np.mean(report.seconds))
-            metrics[f"{key}_lps_per_query"] = float(np.mean(report.n_lps))
-            metrics[f"{key}_n_queries"] = len(report.kinds)
-            rows.append({"width": width, "layer": layer, "queries": len(report.kinds), **shares,
-                         "mean k": metrics[f"{key}_mean_null_dim"],
-                         "s / query": metrics[f"{key}_seconds_per_query"]})  # fmt: skip
+        reports[width] = _preimages(config, model, width, queries)
+        layer_metrics, layer_rows = _layer_metrics(width, reports[width])
+        metrics.update(layer_metrics)
+        rows += layer_rows
     study.figure(
         _figure(config.widths, reports),
         "preimages",

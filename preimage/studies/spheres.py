@@ -40,8 +40,7 @@ References:
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
@@ -69,7 +68,7 @@ from preimage.presets import model_preset, train_preset
 from preimage.report import plots
 from preimage.studies import ce_ice_models as cim
 from preimage.studies.base import StudyConfig
-from preimage.studies.kit import StudyRun
+from preimage.studies.kit import StudyRun, study_entry
 from preimage.train import TrainConfig
 
 __all__ = ["Config", "run"]
@@ -339,22 +338,23 @@ _ICE_NOTE = (
 )
 
 
-def run(
-    config: Config, out_dir: str | os.PathLike[str], *, argv: Sequence[str] | None = None
-) -> dict[str, Any]:
+@study_entry(
+    "spheres",
+    title="Excessive invariance on Adversarial Spheres",
+    check=cim.check_recipe,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Run the spheres study into ``out_dir`` and return its metrics."""
-    recipe = cim.study_recipe(config, config.train)  # validated before the run opens
-    study = StudyRun(
-        "spheres", config, out_dir, argv=argv,
-        title="Excessive invariance on Adversarial Spheres",
-        intro=f"A fully connected fi-RevNet ({config.model.blocks_per_stage} additive blocks, no "
+    study.text(
+        f"A fully connected fi-RevNet ({config.model.blocks_per_stage} additive blocks, no "
         f"batch norm, {config.train.optimizer} lr {config.train.lr}) separates the spheres of "
         f"radius {config.r1} and {config.r2} in d = {config.dim} dimensions ({config.n_train} "
         f"training points, {config.train.epochs} epochs). Metameric samples x_met = "
         "F^-1(z_s(x_inner), z_n(x_outer)) keep the logits of an inner point and take the nuisance "
         "of an outer one; they are invariance-based adversarial examples when the model still "
-        "says 'inner' but the radius oracle says 'outer'.",
-    )  # fmt: skip
+        "says 'inner' but the radius oracle says 'outer'."
+    )
+    recipe = cim.study_recipe(config, config.train)
     study.seed()
     device = study.device
     sample = {"d": config.dim, "r1": config.r1, "r2": config.r2}
