@@ -17,6 +17,7 @@ from preimage.nn.logdet import (
     series_terms_needed,
     series_truncation_bound,
 )
+from preimage.nn.logit import LogitTransform
 from preimage.nn.reshape import CenterReadout, Flatten, InjectivePad, Split, Squeeze
 from preimage.nn.spectral import SpectralConv2d, SpectralLinear
 
@@ -36,6 +37,7 @@ __all__ = [
     "InverseDiagnostics",
     "InvertibleModule",
     "InvertibleSequential",
+    "LogitTransform",
     "Shape",
     "SpectralConv2d",
     "SpectralLinear",

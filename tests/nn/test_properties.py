@@ -53,6 +53,7 @@ from preimage.nn import (
     InvertibleModule,
     InvertibleSequential,
     IResBlock,
+    LogitTransform,
     Split,
     Squeeze,
     conv_branch,
@@ -188,6 +189,20 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
         even_image_shape(),
     ),
     "injective-pad": (lambda s: InjectivePad(2), image_shape()),
+    "logit": (lambda s: LogitTransform(0.05), st.one_of(image_shape(), flat_shape())),
+    "iresnet-flow-logit": (
+        lambda s: IResNetFlow(
+            s,
+            stages=2,
+            blocks_per_stage=1,
+            hidden=4,
+            logdet="exact",
+            inverse_atol=0.0,
+            inverse_rtol=0.0,
+            logit_alpha=0.05,
+        ),
+        even_image_shape(),
+    ),
     "iresnet-dct-split": (
         lambda s: IResNet(
             s,
@@ -222,6 +237,17 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
 }
 
 
+# Defined on [0, 1] data only (the logit pre-transform): their inputs are drawn there.
+UNIT_INTERVAL_INPUTS = {"logit", "iresnet-flow-logit"}
+
+
+def _inputs(name: str | None, n: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``n`` inputs of ``shape``: standard normal, or uniform in (0, 1) where the case needs it."""
+    if name in UNIT_INTERVAL_INPUTS:
+        return 0.02 + 0.96 * torch.rand(n, *shape, dtype=dtype)
+    return torch.randn(n, *shape, dtype=dtype)
+
+
 # Injective, not bijective: their summed log-det terms are no volume change of the whole map
 # (thesis appendix A.1's padded body), so only round trip, gradients and save/load apply.
 NOT_VOLUME_PRESERVING_LOGDET = {"iresnet-linear-body", "residual-classifier-body"}
@@ -240,7 +266,12 @@ def _build(factory: Factory, shape: tuple[int, ...], dtype: torch.dtype, native:
 
 
 def _prepare(
-    factory: Factory, shape: tuple[int, ...], dtype: torch.dtype, *, native: bool = False
+    factory: Factory,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    *,
+    native: bool = False,
+    name: str | None = None,
 ) -> InvertibleModule:
     """Build, perturb the zero-initialised layers, run the data-dependent init, switch to eval."""
     torch.manual_seed(0)
@@ -251,7 +282,7 @@ def _prepare(
         for p in module.parameters():
             p.add_(0.05 * torch.randn_like(p))
         module.train()
-        module(torch.randn(8, *shape, dtype=dtype))
+        module(_inputs(name, 8, shape, dtype))
     return module.eval()
 
 
@@ -285,8 +316,8 @@ def test_round_trip(name: str, data: st.DataObject) -> None:
         (torch.float64, 1e-10, True),
     )
     for dtype, tol, native in variants:
-        module = _prepare(factory, shape, dtype, native=native)
-        x = torch.randn(5, *shape, dtype=dtype)
+        module = _prepare(factory, shape, dtype, native=native, name=name)
+        x = _inputs(name, 5, shape, dtype)
         with torch.no_grad():
             y, logdet = module(x)
             x_rec = module.inverse(y)
@@ -303,8 +334,8 @@ def test_logdet_matches_autograd_jacobian(name: str, data: st.DataObject) -> Non
     factory, shapes = CASES[name]
     shape = data.draw(shapes)
     _skip_if_unsupported(factory, shape)
-    module = _prepare(factory, shape, torch.float64)
-    x = torch.randn(3, *shape, dtype=torch.float64)
+    module = _prepare(factory, shape, torch.float64, name=name)
+    x = _inputs(name, 3, shape, torch.float64)
     with torch.no_grad():
         _, logdet = module(x)
     for i in range(3):
@@ -317,8 +348,8 @@ def test_logdet_matches_autograd_jacobian(name: str, data: st.DataObject) -> Non
 def test_every_parameter_gets_a_gradient(name: str, dtype: torch.dtype) -> None:
     factory, _ = CASES[name]
     shape = _default_shape(name)
-    module = _prepare(factory, shape, dtype, native=dtype == torch.float64).train()
-    x = torch.randn(6, *shape, dtype=dtype, requires_grad=True)
+    module = _prepare(factory, shape, dtype, native=dtype == torch.float64, name=name).train()
+    x = _inputs(name, 6, shape, dtype).requires_grad_(True)
     y, logdet = module(x)
     (y.pow(2).sum() + logdet.sum()).backward()
     for pname, p in module.named_parameters():
@@ -332,13 +363,13 @@ def test_every_parameter_gets_a_gradient(name: str, dtype: torch.dtype) -> None:
 def test_save_load_round_trip(name: str, dtype: torch.dtype) -> None:
     factory, _ = CASES[name]
     shape = _default_shape(name)
-    module = _prepare(factory, shape, dtype)
+    module = _prepare(factory, shape, dtype, name=name)
     blob = save({k: v.contiguous() for k, v in module.state_dict().items()})
     torch.manual_seed(123)
     fresh = _build(factory, shape, dtype, native=True)
     fresh.load_state_dict(load(blob))
     fresh.eval()
-    x = torch.randn(4, *shape, dtype=dtype)
+    x = _inputs(name, 4, shape, dtype)
     with torch.no_grad():
         assert torch.equal(module(x)[0], fresh(x)[0])
         assert torch.equal(module(x)[1], fresh(x)[1])
@@ -349,7 +380,7 @@ def _default_shape(name: str) -> tuple[int, ...]:
         return (5,)
     if name in ("actnorm", "conv1x1"):
         return (3, 3, 4)
-    if name.startswith("firevnet") or name == "squeeze":
+    if name.startswith("firevnet") or name in ("squeeze", "iresnet-flow-logit"):
         return (1, 4, 4)
     if name in ("iresnet-dct-split", "iresnet-linear-body", "residual-classifier-body"):
         return (2, 4, 4)
