@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -84,6 +85,17 @@ def even_image_shape(draw: st.DrawFn) -> tuple[int, ...]:
 @st.composite
 def flat_shape(draw: st.DrawFn) -> tuple[int, ...]:
     return (draw(st.integers(2, 12)),)
+
+
+# A two-scale i-ResNet with exact log-dets and exact inverses, for every i-ResNet case.
+SMALL_IRESNET: dict[str, Any] = {
+    "stages": 2,
+    "blocks_per_stage": 1,
+    "hidden": 4,
+    "logdet": "exact",
+    "inverse_atol": 0.0,
+    "inverse_rtol": 0.0,
+}
 
 
 CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
@@ -163,59 +175,18 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
         even_image_shape(),
     ),
     "iresnet-first": (
-        lambda s: IResNet(
-            s,
-            2,
-            readout="first",
-            stages=2,
-            blocks_per_stage=1,
-            hidden=4,
-            logdet="exact",
-            inverse_atol=0.0,
-            inverse_rtol=0.0,
-        ),
+        lambda s: IResNet(s, 2, readout="first", **SMALL_IRESNET),
         even_image_shape(),
     ),
-    "iresnet-flow": (
-        lambda s: IResNetFlow(
-            s,
-            stages=2,
-            blocks_per_stage=1,
-            hidden=4,
-            logdet="exact",
-            inverse_atol=0.0,
-            inverse_rtol=0.0,
-        ),
-        even_image_shape(),
-    ),
+    "iresnet-flow": (lambda s: IResNetFlow(s, **SMALL_IRESNET), even_image_shape()),
     "injective-pad": (lambda s: InjectivePad(2), image_shape()),
     "logit": (lambda s: LogitTransform(0.05), st.one_of(image_shape(), flat_shape())),
     "iresnet-flow-logit": (
-        lambda s: IResNetFlow(
-            s,
-            stages=2,
-            blocks_per_stage=1,
-            hidden=4,
-            logdet="exact",
-            inverse_atol=0.0,
-            inverse_rtol=0.0,
-            logit_alpha=0.05,
-        ),
+        lambda s: IResNetFlow(s, logit_alpha=0.05, **SMALL_IRESNET),
         even_image_shape(),
     ),
     "iresnet-dct-split": (
-        lambda s: IResNet(
-            s,
-            2,
-            readout="dct",
-            split=True,
-            stages=2,
-            blocks_per_stage=1,
-            hidden=4,
-            logdet="exact",
-            inverse_atol=0.0,
-            inverse_rtol=0.0,
-        ),
+        lambda s: IResNet(s, 2, readout="dct", split=True, **SMALL_IRESNET),
         even_image_shape(),
     ),
     "iresnet-linear-body": (
