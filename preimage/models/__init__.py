@@ -5,6 +5,7 @@ from __future__ import annotations
 from preimage.models.baselines import CNN, CNNConfig
 from preimage.models.firevnet import FiRevNet, FiRevNetConfig
 from preimage.models.flow_features import FlowFeatureClassifier
+from preimage.models.glow import GlowFlow, GlowFlowConfig
 from preimage.models.invnet import InvNet
 from preimage.models.iresnet import IResNet, IResNetConfig, IResNetLinear, build_iresnet
 from preimage.models.iresnet_flow import (
@@ -35,6 +36,8 @@ __all__ = [
     "FiRevNet",
     "FiRevNetConfig",
     "FlowFeatureClassifier",
+    "GlowFlow",
+    "GlowFlowConfig",
     "IResNet",
     "IResNetConfig",
     "IResNetFlow",

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
 from preimage.models.config import check_field_types, config_from_kwargs
+from preimage.models.multiscale import multiscale
 from preimage.nn import (
     ActNorm,
     DCTReadout,
@@ -59,8 +60,6 @@ from preimage.nn import (
     InvertibleSequential,
     IResBlock,
     Shape,
-    Split,
-    Squeeze,
     conv_branch,
 )
 from preimage.nn.base import check_batch, flat_dim
@@ -179,10 +178,8 @@ def iresnet_body(
 ) -> tuple[InvertibleSequential, Shape, tuple[int, ...]]:
     r"""Multi-scale stack of i-ResNet blocks: ``[squeeze] blocks [split | squeeze ...] readout``.
 
-    Every stage but the first starts with a squeeze (when height and width are even), runs
-    ``config.blocks_per_stage`` blocks ``IResBlock(conv_branch) -> ActNorm`` and, with ``split``,
-    hands half of its channels to the next stage while the other half goes straight to the
-    output (multi-scale factor-out).
+    The layout of :func:`~preimage.models.multiscale.multiscale`; each stage runs
+    ``config.blocks_per_stage`` blocks ``IResBlock(conv_branch) -> ActNorm``.
 
     Args:
         in_shape: ``(C, H, W)`` of one input.
@@ -209,18 +206,11 @@ def iresnet_body(
         >>> out_shape, dims
         ((16,), (16, 8))
     """
-    if len(in_shape) != 3:
-        raise ShapeError(f"i-ResNets take (C, H, W) inputs, got {tuple(in_shape)}")
-    if split and readout is None:
-        raise ConfigError("split=True needs a flattening read-out")
     dims: list[int] = []
 
-    def stage(shape: Shape, index: int) -> InvertibleSequential:
+    def blocks(shape: Shape) -> list[InvertibleModule]:
         c, h, w = shape
         layers: list[InvertibleModule] = []
-        if (index > 0 or squeeze_input) and h % 2 == 0 and w % 2 == 0:
-            layers.append(Squeeze())
-            c, h, w = 4 * c, h // 2, w // 2
         for _ in range(config.blocks_per_stage):
             branch = conv_branch(
                 c,
@@ -244,17 +234,17 @@ def iresnet_body(
             dims.append(c * h * w)
             if config.actnorm:
                 layers.append(ActNorm(c))
-        if index == config.stages - 1:
-            if readout is not None:
-                layers.append(readout((c, h, w)))
-        elif split and c >= 2:
-            layers.append(Split((c, h, w), stage((c - c // 2, h, w), index + 1)))
-        else:
-            layers.append(stage((c, h, w), index + 1))
-        return InvertibleSequential(layers)
+        return layers
 
     shape = tuple(int(s) for s in in_shape)
-    net = stage(shape, 0)
+    net = multiscale(
+        shape,
+        stages=config.stages,
+        blocks=blocks,
+        squeeze_input=squeeze_input,
+        split=split,
+        readout=readout,
+    )
     return net, net.output_shape(shape), tuple(dims)
 
 

@@ -39,12 +39,12 @@ from torch import Tensor
 
 from preimage.analysis.operator_norm import lipschitz_certificate
 from preimage.errors import ConfigError, ConvergenceError
+from preimage.models.density import BitsPerDim, GaussianDensity
 from preimage.models.iresnet import IResNetBase, IResNetBodyConfig, block_settings, iresnet_body
 from preimage.nn.base import InvertibleSequential, Shape
 from preimage.nn.iresblock import LogdetMode
 from preimage.nn.logdet import Probe, series_terms_needed, series_truncation_bound
 from preimage.nn.logit import LogitTransform
-from preimage.train.augment import dequantize
 
 __all__ = ["BitsPerDim", "IResNetFlow", "IResNetFlowConfig", "build_iresnet_flow"]
 
@@ -87,31 +87,7 @@ class IResNetFlowConfig(IResNetBodyConfig):
             LogitTransform(self.logit_alpha)  # validates the range with its one-line error
 
 
-@dataclass(frozen=True)
-class BitsPerDim:
-    """Result of :meth:`IResNetFlow.bits_per_dim`.
-
-    Attributes:
-        value: mean bits per dimension over the batch.
-        per_sample: bits per dimension of every sample, shape ``(batch,)``.
-        standard_error: standard error of ``value`` due to the Hutchinson probes (0 if exact,
-            infinite after a single round of probes).
-        bias_bound: theorem-5.8 bound on the truncation bias of ``value`` (0 if exact).
-        n_terms: power-series terms used in each block (empty if exact).
-        n_probes: Hutchinson probes per sample and block used in total.
-        capped: ``True`` when ``max_probes`` ran out before the standard error met its target.
-    """
-
-    value: float
-    per_sample: Tensor
-    standard_error: float
-    bias_bound: float
-    n_terms: tuple[int, ...]
-    n_probes: int
-    capped: bool
-
-
-class IResNetFlow(IResNetBase):
+class IResNetFlow(GaussianDensity, IResNetBase):
     r"""i-ResNet density model (thesis appendix A.2) with a standard normal base distribution.
 
     :math:`\log p(x) = \log \mathcal{N}(F(x); 0, I) + \log\det J_F(x)`, where the log-det of
@@ -166,48 +142,6 @@ class IResNetFlow(IResNetBase):
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model: ``IResNetFlow(**model.config)``."""
         return {"in_shape": list(self.in_shape), **asdict(self.cfg)}
-
-    @staticmethod
-    def dequantize(
-        x: Tensor, levels: int = 256, *, generator: torch.Generator | None = None
-    ) -> Tensor:
-        r"""Uniform dequantisation :math:`k / (L - 1) \mapsto (k + u) / L`; see
-        :func:`preimage.train.augment.dequantize` (the one implementation).
-
-        Example:
-            >>> import torch
-            >>> x = IResNetFlow.dequantize(torch.tensor([[0.0, 1.0]]), levels=2)
-            >>> bool((x[0, 0] < 0.5) & (x[0, 1] >= 0.5))
-            True
-        """
-        return dequantize(x, generator, levels)
-
-    def log_prob(self, x: Tensor, *, dequantize: bool = False, levels: int = 256) -> Tensor:
-        r"""Log-density :math:`\log p(x)` in nats, shape ``(batch,)``.
-
-        Args:
-            x: inputs in :math:`[0, 1]`.
-            dequantize: add uniform noise first (see :meth:`dequantize`).
-            levels: number of discrete levels of the data, for ``dequantize``.
-        """
-        if dequantize:
-            x = self.dequantize(x, levels)
-        z, logdet = self.forward(x)
-        base = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(dim=1)
-        return base + logdet
-
-    def bits_from_log_prob(self, log_prob: Tensor, levels: int = 256) -> Tensor:
-        r"""Bits per dimension :math:`-(\log p - D \log \text{levels}) / (D \ln 2)`."""
-        return -(log_prob - self.dim * math.log(levels)) / (self.dim * math.log(2.0))
-
-    @torch.no_grad()
-    def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
-        r"""Draw ``n`` samples :math:`F^{-1}(z)`, :math:`z \sim \mathcal{N}(0, T^2 I)`."""
-        if n < 1 or temperature < 0:
-            raise ConfigError(f"need n >= 1 and temperature >= 0, got {n} and {temperature}")
-        ref = next(self.parameters())
-        z = temperature * torch.randn(n, self.code_dim, device=ref.device, dtype=ref.dtype)
-        return self.inverse(z)
 
     def _lipschitz_bounds(self, x: Tensor) -> list[float]:
         bounds = [cert.bound for cert in lipschitz_certificate(self, x[:1])]

@@ -30,6 +30,7 @@ from preimage.models import (
     SVHNCNN,
     FiRevNet,
     FlowFeatureClassifier,
+    GlowFlow,
     InvNet,
     IResNet,
     IResNetFlow,
@@ -181,6 +182,16 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
     "iresnet-flow": (lambda s: IResNetFlow(s, **SMALL_IRESNET), even_image_shape()),
     "injective-pad": (lambda s: InjectivePad(2), image_shape()),
     "logit": (lambda s: LogitTransform(0.05), st.one_of(image_shape(), flat_shape())),
+    "glow-flow": (
+        lambda s: GlowFlow(s, stages=2, blocks_per_stage=2, hidden=4),
+        even_image_shape(),
+    ),
+    "glow-flow-additive-logit": (
+        lambda s: GlowFlow(
+            s, stages=2, blocks_per_stage=1, hidden=4, coupling="additive", logit_alpha=0.05
+        ),
+        even_image_shape(),
+    ),
     "iresnet-flow-logit": (
         lambda s: IResNetFlow(s, logit_alpha=0.05, **SMALL_IRESNET),
         even_image_shape(),
@@ -209,7 +220,7 @@ CASES: dict[str, tuple[Factory, st.SearchStrategy[tuple[int, ...]]]] = {
 
 
 # Defined on [0, 1] data only (the logit pre-transform): their inputs are drawn there.
-UNIT_INTERVAL_INPUTS = {"logit", "iresnet-flow-logit"}
+UNIT_INTERVAL_INPUTS = {"logit", "iresnet-flow-logit", "glow-flow-additive-logit"}
 
 
 def _inputs(name: str | None, n: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -351,7 +362,7 @@ def _default_shape(name: str) -> tuple[int, ...]:
         return (5,)
     if name in ("actnorm", "conv1x1"):
         return (3, 3, 4)
-    if name.startswith("firevnet") or name in ("squeeze", "iresnet-flow-logit"):
+    if name.startswith(("firevnet", "glow")) or name in ("squeeze", "iresnet-flow-logit"):
         return (1, 4, 4)
     if name in ("iresnet-dct-split", "iresnet-linear-body", "residual-classifier-body"):
         return (2, 4, 4)

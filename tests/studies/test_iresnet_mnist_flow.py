@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from preimage.data import load_train_test
+from preimage.errors import ConfigError
+from preimage.models.glow import GlowFlow
 from preimage.models.iresnet_flow import IResNetFlow
 from preimage.studies.iresnet_mnist_flow import Config, bits_loss, run
 from preimage.train.augment import dequantize
@@ -36,8 +38,15 @@ def test_smoke_run(tmp_path: Path, mnist_root: Path) -> None:
     metrics = run(config, tmp_path)
     for name in ("config.json", "metrics.json", "report.html", "checkpoints/last.safetensors"):
         assert (tmp_path / name).is_file(), name
-    for name in ("training_curves.png", "samples.png"):
-        assert (tmp_path / "figures" / name).is_file(), name
+    for name in ("training_curves", "samples", "glow_training_curves", "glow_samples"):
+        assert (tmp_path / "figures" / f"{name}.png").is_file(), name
+    # The coupling-flow baseline trains on the same budget, in its own folder, exactly scored.
+    assert (tmp_path / "glow" / "checkpoints" / "last.safetensors").is_file()
+    assert (
+        math.isfinite(metrics["glow_test_bits_per_dim"]) and metrics["glow_test_bits_per_dim"] > 0
+    )
+    assert metrics["glow_test_bits_standard_error"] == 0.0
+    assert metrics["glow_eval_images"] == config.n_eval
     assert math.isfinite(metrics["test_bits_per_dim"]) and metrics["test_bits_per_dim"] > 0
     assert math.isfinite(metrics["test_bits_standard_error"])
     assert 0 <= metrics["test_bits_bias_bound"] <= config.bias_tol
@@ -81,3 +90,26 @@ def test_evaluated_bits_match_the_dense_jacobian(tmp_path: Path) -> None:
     untrained = IResNetFlow((1, 8, 8), **asdict(config.model))
     untrained.eval().converge(2000, rtol=1e-10)
     assert metrics["test_bits_per_dim"] < _dense_bits_per_dim(untrained, x)
+
+
+def test_glow_baseline_bits_are_exact_and_alone_it_skips_the_target(tmp_path: Path) -> None:
+    config = Config.for_budget("smoke", progress=False, dataset="digits", models=("glow",))
+    metrics = run(config, tmp_path)
+    assert "test_bits_per_dim" not in metrics and "target_bits_per_dim_met" not in metrics
+    model = GlowFlow((1, 8, 8), **asdict(config.glow))
+    load_checkpoint(tmp_path / "glow" / "checkpoints" / "last.safetensors", model=model)
+    _, (x_test, _) = load_train_test(
+        "digits", n_train=config.n_train, n_test=config.n_eval, seed=config.seed
+    )
+    x = dequantize(x_test, torch.Generator().manual_seed(config.seed + 1))
+    # The exact log-det of the coupling flow equals the dense Jacobian's.
+    assert metrics["glow_test_bits_per_dim"] == pytest.approx(
+        _dense_bits_per_dim(model, x), abs=1e-4
+    )
+
+
+def test_unknown_model_is_refused_before_the_run_directory(tmp_path: Path) -> None:
+    config = Config.for_budget("smoke", progress=False, models=("realnvp",))
+    with pytest.raises(ConfigError, match="models"):
+        run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
