@@ -11,6 +11,14 @@ with the Miller-Madow correction: the plug-in value of a 10 x 10 table is biased
 Deviation: the paper does not say which :math:`T` its figure 5 uses; the predicted class is the
 part of the output a decision rests on, and its discrete estimate needs no binning choices.
 
+:func:`falling_phase_spearman` states figure 5's claim about an attack trajectory: the
+information falls with the SNR while the attack is still destroying it, which ends when the
+accuracy reaches chance. Below chance the paper describes a plateau and a slow rise
+("the model reliably predicts a specific class as if it were a targeted attack"), and Fano's
+inequality bounds :math:`I(T;Y)` from below by a falling function of the accuracy only down
+to chance (:math:`1/K` for :math:`K` balanced classes), so a monotone fall is neither implied
+nor claimed past that point.
+
 References:
     Galloway et al. (2018), *A Rate-Distortion Theory of Adversarial Examples*, section 4.4,
     figure 5.
@@ -23,15 +31,16 @@ from typing import Literal
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from torch import Tensor, nn
 
 from preimage.attacks.base import eval_mode
-from preimage.errors import ShapeError
+from preimage.errors import ConfigError, ShapeError
 from preimage.information.discrete import Correction, mutual_information
 from preimage.information.gaussian import snr_db
 from preimage.nn.classifier import logits_of
 
-__all__ = ["interpolate_on_snr", "label_information_curve"]
+__all__ = ["falling_phase_spearman", "interpolate_on_snr", "label_information_curve"]
 
 
 @torch.no_grad()
@@ -91,3 +100,39 @@ def interpolate_on_snr(
     values = np.interp(grid, xs, ys)
     values[(grid < xs[0]) | (grid > xs[-1])] = np.nan
     return values
+
+
+def falling_phase_spearman(
+    curve: dict[str, np.ndarray], chance: float, key: str = "i_ty_bits"
+) -> tuple[float, int]:
+    r"""Spearman correlation of SNR and ``curve[key]`` over an attack's falling phase.
+
+    The falling phase is the trajectory from its start up to, not including, the first
+    iterate whose accuracy is below ``chance``: there the attack is still removing
+    information, and by Fano's inequality
+    :math:`I(T;Y) \ge H(Y) - h(1 - a) - (1 - a)\log(K - 1)`, a bound that falls with the
+    accuracy :math:`a` only down to :math:`a = 1/K`. Points of infinite SNR (unperturbed
+    inputs) are left out. Returns ``(rho, points used)``; ``rho`` is NaN with fewer than
+    three points or a constant curve.
+
+    References:
+        Galloway et al. (2018), section 4.4, figure 5. Cover & Thomas (2006), *Elements of
+        Information Theory*, section 2.10 (Fano's inequality).
+
+    Example:
+        >>> c = {"snr_db": np.array([30.0, 20.0, 10.0, 5.0, 0.0]),
+        ...      "i_ty_bits": np.array([3.0, 2.0, 1.0, 1.2, 1.3]),
+        ...      "accuracy": np.array([0.9, 0.5, 0.15, 0.0, 0.0])}
+        >>> falling_phase_spearman(c, chance=0.1)
+        (1.0, 3)
+    """
+    if not 0.0 < chance < 1.0:
+        raise ConfigError(f"chance accuracy must lie in (0, 1), got {chance}")
+    below = np.flatnonzero(curve["accuracy"] < chance)
+    end = int(below[0]) if below.size else curve["accuracy"].size
+    snr, values = curve["snr_db"][:end], curve[key][:end]
+    finite = np.isfinite(snr)
+    snr, values = snr[finite], values[finite]
+    if snr.size < 3 or np.ptp(values) == 0 or np.ptp(snr) == 0:
+        return float("nan"), int(snr.size)
+    return float(spearmanr(snr, values).statistic), int(snr.size)

@@ -12,8 +12,13 @@ fc      --     256       10         --      --
 On 32 x 32 inputs this gives 16 x 16, 6 x 6 and 2 x 2 maps, so the dense layer sees
 :math:`2 \cdot 2 \cdot 64 = 256` features, and 180 906 parameters (table 3: 180.9k). ReLU
 throughout. ``batch_norm=True`` is model C: batch norm "without momentum" on the two middle
-hidden layers, read here as the cumulative average of the batch statistics
-(``momentum=None``).
+hidden layers, read as TensorFlow's ``momentum=0`` (the paper's models come from the
+CleverHans tutorials): the statistics used in evaluation are those of the last training
+batch, PyTorch's ``momentum=1.0``. An earlier reading, the cumulative average of all batches'
+statistics (``momentum=None``), broke evaluation: under weight decay the scale of the
+pre-normalisation activations shrinks all along training, the average stays dominated by the
+early, larger batches, and the evaluated network collapsed to one class (chance accuracy in
+evaluation while the same weights in training mode fitted the data).
 
 Deviation: "a Gaussian parameter initialization scheme" is not specified further; the
 convolution and dense weights are drawn from He's normal initialisation, biases start at 0.
@@ -62,7 +67,8 @@ class SVHNCNN(nn.Module):
             raise ShapeError(f"SVHNCNN takes (C, 32, 32) inputs, got {tuple(in_shape)}")
 
         def norm(c: int) -> list[nn.Module]:
-            return [nn.BatchNorm2d(c, momentum=None)] if batch_norm else []
+            # momentum=1.0: evaluation uses the last training batch's statistics (see above).
+            return [nn.BatchNorm2d(c, momentum=1.0)] if batch_norm else []
 
         self.conv1 = nn.Sequential(nn.Conv2d(in_shape[0], 32, 8, stride=2, padding=3), nn.ReLU())
         self.conv2 = nn.Sequential(nn.Conv2d(32, 64, 6, stride=2), *norm(64), nn.ReLU())

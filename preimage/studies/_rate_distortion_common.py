@@ -31,7 +31,6 @@ __all__ = [
     "WeightDecayCNNConfig",
     "digits_32",
     "information_plane_figure",
-    "plateau_epoch",
     "recipe",
     "subsample",
     "three_v_seven",
@@ -143,21 +142,6 @@ class WeightDecayCNNConfig(StudyConfig):
         """:func:`digits_32` of the config: ``n_train`` training and ``n_test`` test images
         of ``dataset``, drawn with ``seed`` from ``data_dir``."""
         return digits_32(self.data_dir, self.n_train, n_test, self.seed, dataset=self.dataset)
-
-
-def plateau_epoch(values: np.ndarray, tolerance: float = 0.1, tail: float = 0.1) -> int:
-    """First epoch (1-based) after which ``values`` stay within ``tolerance`` of their final
-    level (the mean of the last ``tail`` fraction), e.g. log10 SNR within 0.1 decades.
-
-    Example:
-        >>> plateau_epoch(np.array([0.0, 0.5, 0.95, 1.0, 1.02, 0.98, 1.0, 1.0, 1.0, 1.0]))
-        3
-    """
-    values = np.asarray(values, dtype=np.float64)
-    n_tail = max(1, round(tail * values.size))
-    level = values[-n_tail:].mean()
-    outside = np.flatnonzero(np.abs(values - level) > tolerance)
-    return 1 if outside.size == 0 else int(outside[-1]) + 2
 
 
 def information_plane_figure(

@@ -10,9 +10,20 @@ and :math:`I(T;Y)` between predicted class and label (Miller-Madow corrected) ar
 
 The paper's claims, checked as targets: :math:`I(T;Y)` falls monotonically as the adversarial
 SNR falls (Spearman correlation between SNR and :math:`I(T;Y)` along model B's
-:math:`L_2` trajectory :math:`\ge 0.9`), and the batch-norm model conveys less information than
-the weight-decay model at the same SNR (mean difference over the common SNR range of the
-:math:`L_2` curves :math:`> 0`).
+:math:`L_2` trajectory :math:`\ge 0.9`, over the attack's falling phase, see below), and the
+batch-norm model conveys less information than the weight-decay model at the same SNR (mean
+difference over the common SNR range of the :math:`L_2` curves :math:`> 0`).
+
+The falling phase (:func:`~preimage.analysis.fault_tolerance.falling_phase_spearman`) is the
+trajectory up to the first iterate whose accuracy is below chance (the frequency of the most
+common label among the attacked images). Figure 5 does not fall all the way: the paper
+describes "the information plateau [...] for the adversarial noise" once "the accuracy indeed
+goes to 0%", and that "the information slowly rises as the model reliably predicts a specific
+class as if it were a targeted attack". A correlation over the whole trajectory therefore
+scores that plateau, whose ups and downs are the described rise plus estimator noise, against
+the claim; it was 0.57 at the ``cpu`` budget while every point above chance fell. Fano's
+inequality gives the same boundary: it forces :math:`I(T;Y)` down with the accuracy only down
+to chance. The whole-trajectory value is kept as ``B_L2_spearman_snr_information_all``.
 
 SNR: ``snr_definition`` chooses between the two readings of the garbled formula
 (:func:`~preimage.information.gaussian.snr_db`); the default ``"ratio"`` is
@@ -36,7 +47,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from preimage.analysis.fault_tolerance import interpolate_on_snr, label_information_curve
+from preimage.analysis.fault_tolerance import (
+    falling_phase_spearman,
+    interpolate_on_snr,
+    label_information_curve,
+)
 from preimage.attacks.unbounded import UnboundedGradientAttack, gaussian_noise_at_snr
 from preimage.models.svhn_cnn import SVHNCNN
 from preimage.studies._rate_distortion_common import WeightDecayCNNConfig
@@ -160,8 +175,15 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "Accuracy against the SNR for the same noises.",
     )
     b_l2 = curves["B"]["L2"]
-    rho = spearmanr(b_l2["snr_db"], b_l2["i_ty_bits"]).statistic
-    metrics["B_L2_spearman_snr_information"] = float(rho) if np.isfinite(rho) else float("nan")
+    chance = float(np.bincount(yt.numpy(), minlength=10).max()) / len(yt)
+    rho, n_falling = falling_phase_spearman(b_l2, chance)
+    rho_all = spearmanr(b_l2["snr_db"], b_l2["i_ty_bits"]).statistic
+    metrics["chance_accuracy"] = chance
+    metrics["B_L2_spearman_snr_information"] = rho
+    metrics["B_L2_falling_phase_points"] = n_falling
+    metrics["B_L2_spearman_snr_information_all"] = (
+        float(rho_all) if np.isfinite(rho_all) else float("nan")
+    )
     lo = max(np.min(curves[m]["L2"]["snr_db"]) for m in curves)
     hi = min(np.max(curves[m]["L2"]["snr_db"]) for m in curves)
     grid = np.linspace(lo, hi, 25)

@@ -21,6 +21,12 @@ Data: SVHN (grayscale, PCA to 400 components, ZCA; section 4.3) when ``train_32x
 the data folder, otherwise MNIST upsampled to 32 x 32 (appendix C) -- the issue's fallback,
 named in the metrics as ``dataset``.
 
+Model C's batch norm evaluates with the statistics of the last training batch (the paper's
+"without momentum", see :class:`~preimage.models.svhn_cnn.SVHNCNN`); with the cumulative
+average of all batches it did before, the evaluated C predicted one class after training
+(chance accuracy on true and random labels alike) and missed "C fits random labels better
+than B".
+
 Deviations: the ``cpu`` budget trains on ``n_train`` images for ``train.epochs`` epochs with
 SGD and momentum 0.9 (the paper: plain SGD at 1e-2, 500 epochs, all of SVHN's 73k training
 images and 5 seeds, the ``paper`` budget without momentum, one seed).

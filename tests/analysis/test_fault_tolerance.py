@@ -5,10 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 
-from preimage.analysis.fault_tolerance import interpolate_on_snr, label_information_curve
-from preimage.errors import ShapeError
+from preimage.analysis.fault_tolerance import (
+    falling_phase_spearman,
+    interpolate_on_snr,
+    label_information_curve,
+)
+from preimage.errors import ConfigError, ShapeError
 
 
 class _Sign(nn.Module):
@@ -46,3 +51,45 @@ def test_interpolation() -> None:
     c = {"snr_db": np.array([30.0, 20.0, 10.0]), "i_ty_bits": np.array([1.0, 0.8, 0.2])}
     got = interpolate_on_snr(c, np.array([25.0, 15.0, 5.0]))
     assert got[:2].tolist() == pytest.approx([0.9, 0.5]) and np.isnan(got[2])
+
+
+def _trajectory(information: np.ndarray, accuracy: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "snr_db": np.linspace(30.0, 0.0, information.size),
+        "i_ty_bits": information,
+        "accuracy": accuracy,
+    }
+
+
+def test_falling_phase_ends_where_the_accuracy_drops_below_chance() -> None:
+    # Figure 5's shape: the information falls until the attack has fooled the model, then
+    # slowly rises as the wrong classes become consistent (a targeted-like mapping).
+    fall = np.linspace(3.0, 0.8, 10)
+    rise = np.linspace(0.85, 1.0, 20)
+    accuracy = np.concatenate([np.linspace(0.95, 0.12, 10), np.zeros(20)])
+    curve = _trajectory(np.concatenate([fall, rise]), accuracy)
+    assert falling_phase_spearman(curve, chance=0.1) == (pytest.approx(1.0), 10)
+    # Over the whole trajectory the rise drags the correlation far below 0.9.
+    assert spearmanr(curve["snr_db"], curve["i_ty_bits"]).statistic < 0.5
+
+
+def test_information_rising_during_the_attack_is_caught() -> None:
+    accuracy = np.linspace(0.95, 0.2, 12)
+    rising = _trajectory(np.linspace(1.0, 2.0, 12), accuracy)
+    rho, n = falling_phase_spearman(rising, chance=0.1)
+    assert n == 12 and rho == pytest.approx(-1.0)
+    # A flat curve carrying only estimator noise is no fall either.
+    noise = np.random.default_rng(0).normal(1.0, 0.05, 12)
+    rho, _ = falling_phase_spearman(_trajectory(noise, accuracy), chance=0.1)
+    assert rho < 0.9
+
+
+def test_falling_phase_needs_three_points_and_a_valid_chance() -> None:
+    curve = _trajectory(np.array([2.0, 1.0, 0.5, 0.4]), np.array([0.9, 0.3, 0.05, 0.0]))
+    rho, n = falling_phase_spearman(curve, chance=0.1)
+    assert n == 2 and math.isnan(rho)
+    with_clean = {k: np.concatenate([[v[0]], v]) for k, v in curve.items()}
+    with_clean["snr_db"][0] = np.inf  # the unperturbed inputs are not a point of the curve
+    assert falling_phase_spearman(with_clean, chance=0.1)[1] == 2
+    with pytest.raises(ConfigError):
+        falling_phase_spearman(curve, chance=1.5)
