@@ -18,7 +18,7 @@ instead (no leakage across TMAs).
 Deviations, and why: the ``cpu`` budget keeps the ``adsq`` preset's whole hierarchy (4 672 ROI
 spectra, 228 cores on 12 TMAs, as the thesis) but cuts the m/z range to 1000-1400 (2 454 bins)
 and the training to fit 45 minutes of one core: 2 repetitions instead of 4, :math:`K` in steps
-of 5, ResidualNet at a quarter of table A.1's maps for 1 epoch, IsotopeNet for 20 epochs with
+of 5, ResidualNet at a quarter of table A.1's maps for 3 epochs, IsotopeNet for 20 epochs with
 batch 32, step size :math:`10^{-3}` decayed to 0 on a cosine, and :math:`\lambda = 0.005`.
 Why (probes in BENCHMARKS.md, issue 16): the number of training spectra and cores limits
 IsotopeNet far more than the number of bins (a 1 200-spectrum subset over-fits its 72 training
@@ -203,7 +203,7 @@ class Config(StudyConfig):
             epochs=20, batch_size=32, lr=1e-3, l2=0.005, lr_schedule="cosine"
         )
     )
-    res: NetSettings = field(default_factory=lambda: NetSettings(epochs=1))
+    res: NetSettings = field(default_factory=lambda: NetSettings(epochs=3))
     res_width: float = 0.25
     dropout: float = 0.3
     pattern_sigma: float = 0.08
