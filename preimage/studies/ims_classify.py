@@ -15,17 +15,24 @@ metadata=CSV`` (columns ``tma``, ``core``, ``label``, optional ``roi``; keyed by
 core level; with ``-o class_signal=0`` every method at balanced accuracy :math:`0.5 \pm 0.05`
 instead (no leakage across TMAs).
 
-Deviations, and why: the ``cpu`` budget shrinks the data (m/z 1000-1400, 2 454 bins, 1 200
-spectra, 96 cores on 12 TMAs) and the training to fit 45 minutes on 2 cores: 2 repetitions
-instead of 4, :math:`K` in steps of 5, ResidualNet at a quarter of table A.1's maps for 2 epochs,
-IsotopeNet for 25 epochs with batch 32, step size :math:`10^{-3}` and :math:`\lambda = 0.005`
-(table A.2's batch 256, :math:`5 \cdot 10^{-4}` and :math:`\lambda = 0.05` took too few
-steps to learn in so few epochs: 0.65 / 0.76 spot balanced accuracy on two folds after 12
-epochs, against 0.69 / 0.79 with these settings); the ``paper`` budget restores table A.2 and
-the full data. Keras' ``l2(\lambda)``
-regulariser of table A.2 adds :math:`\lambda\lVert w\rVert^2` to the loss, i.e. a gradient term
-:math:`2\lambda w`, so the torch ``weight_decay`` is :math:`2\lambda` (applied to all
-parameters); network and block conventions are those of :mod:`preimage.models.isotopenet`.
+Deviations, and why: the ``cpu`` budget keeps the ``adsq`` preset's whole hierarchy (4 672 ROI
+spectra, 228 cores on 12 TMAs, as the thesis) but cuts the m/z range to 1000-1400 (2 454 bins)
+and the training to fit 45 minutes of one core: 2 repetitions instead of 4, :math:`K` in steps
+of 5, ResidualNet at a quarter of table A.1's maps for 3 epochs, IsotopeNet for 20 epochs with
+batch 32, step size :math:`10^{-3}` decayed to 0 on a cosine, and :math:`\lambda = 0.005`.
+Why (probes in BENCHMARKS.md, issue 16): the number of training spectra and cores limits
+IsotopeNet far more than the number of bins (a 1 200-spectrum subset over-fits its 72 training
+cores; a wider m/z range at 1 200 spectra did not help); table A.2's batch 256 and step size
+:math:`5 \cdot 10^{-4}` learn too slowly for a budget of tens of epochs, and its
+:math:`\lambda = 0.05` under-fits in 20 epochs; the cosine decay gave steadier and slightly higher
+end-of-training accuracies than a constant or a step schedule (the thesis names none). The
+``paper`` budget restores table A.2 (constant step size) and the full data. Table A.2's
+:math:`\lambda` is applied as Keras' ``l2(\lambda)`` kernel regulariser,
+:math:`\lambda\sum\lVert W\rVert^2` over the convolution, locally connected and dense kernels
+added to the loss (``-o iso.l2_on=all`` gives torch's weight decay :math:`2\lambda` on every
+parameter instead, which pulls batch-norm scales to zero: at :math:`\lambda = 0.05` it collapsed
+IsotopeNet to a constant prediction). Network and block conventions are those of
+:mod:`preimage.models.isotopenet`.
 
 References:
     Behrmann (thesis), *Invertibility and Domain Knowledge*, sections 7.2-7.4, tables 7.1, 7.2,
@@ -42,6 +49,8 @@ import torch
 from matplotlib.figure import Figure
 
 from preimage.analysis.ims_protocol import (
+    CosineLr,
+    KernelL2Loss,
     cross_validate_network,
     cross_validate_roc_lda,
     fold_scores,
@@ -55,7 +64,7 @@ from preimage.errors import ConfigError
 from preimage.models import IsotopeNet, ResidualNet1D, count_parameters
 from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun, study_entry
-from preimage.train import TrainConfig
+from preimage.train import Callback, TrainConfig
 
 __all__ = ["NULL_TOLERANCE", "TABLE_A2", "Config", "NetSettings", "roc_ranking", "run"]
 
@@ -95,7 +104,13 @@ class NetSettings:
         epochs: passes over the training folds.
         batch_size: spectra per Adam step.
         lr: Adam step size.
-        l2: Keras-style l2 coefficient :math:`\\lambda` (torch weight decay :math:`2\\lambda`).
+        l2: Keras-style l2 coefficient :math:`\\lambda` (see ``l2_on``).
+        l2_on: ``"kernels"``: :math:`\\lambda\\sum\\lVert W\\rVert^2` over the convolution,
+            locally connected and dense kernels added to the loss (Keras' ``kernel_regularizer``,
+            :class:`~preimage.analysis.ims_protocol.KernelL2Loss`); ``"all"``: torch weight decay
+            :math:`2\\lambda` on every parameter, batch-norm scales and biases included.
+        lr_schedule: ``"constant"`` (table A.2 gives one step size) or ``"cosine"`` (decay to 0
+            over the training, :class:`~preimage.analysis.ims_protocol.CosineLr`).
         max_steps_per_epoch: cut epochs short (smoke runs).
     """
 
@@ -103,18 +118,31 @@ class NetSettings:
     batch_size: int | None = None
     lr: float | None = None
     l2: float | None = None
+    l2_on: Literal["kernels", "all"] = "kernels"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.l2_on not in ("kernels", "all"):
+            raise ConfigError(f"l2_on must be 'kernels' or 'all', got {self.l2_on!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(
+                f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}"
+            )
+
+    def _pick(self, task: str, model: str, name: str) -> float:
+        value = getattr(self, name)
+        return float(TABLE_A2[task][model][name] if value is None else value)
 
     def train_config(self, task: str, model: str, *, seed: int, device: str) -> TrainConfig:
         """The :class:`TrainConfig` of ``model`` for ``task``."""
-        table = TABLE_A2[task][model]
-        pick = lambda name: table[name] if getattr(self, name) is None else getattr(self, name)  # noqa: E731
+        l2 = self._pick(task, model, "l2")
         return TrainConfig(
-            epochs=int(pick("epochs")),
-            batch_size=int(pick("batch_size")),
-            lr=float(pick("lr")),
+            epochs=int(self._pick(task, model, "epochs")),
+            batch_size=int(self._pick(task, model, "batch_size")),
+            lr=self._pick(task, model, "lr"),
             optimizer="adam",
-            weight_decay=2.0 * float(pick("l2")),
+            weight_decay=2.0 * l2 if self.l2_on == "all" else 0.0,
             lr_decay=1.0,
             max_shift=0,
             dequantize=False,
@@ -122,6 +150,14 @@ class NetSettings:
             device=device,
             max_steps_per_epoch=self.max_steps_per_epoch,
         )
+
+    def loss_fn(self, task: str, model: str) -> KernelL2Loss:
+        """The objective: cross-entropy, plus the kernel penalty when ``l2_on="kernels"``."""
+        return KernelL2Loss(self._pick(task, model, "l2") if self.l2_on == "kernels" else 0.0)
+
+    def callbacks(self) -> list[Callback]:
+        """The learning-rate schedule's callback, if any."""
+        return [CosineLr()] if self.lr_schedule == "cosine" else []
 
 
 @dataclass(frozen=True)
@@ -136,8 +172,8 @@ class Config(StudyConfig):
         class_signal: factor on the synthetic class effect; 0 gives a null data set.
         mz_lo: lower m/z of the synthetic data (``None``: the preset's).
         mz_hi: upper m/z of the synthetic data.
-        n_spots: spectra of the synthetic data.
-        n_cores: cores of the synthetic data.
+        n_spots: spectra of the synthetic data (``None``: the preset's).
+        n_cores: cores of the synthetic data (``None``: the preset's).
         n_folds: cross-validation folds (grouped by TMA).
         repeats: trainings of each network (thesis: 4).
         k_step: step of the ROC/LDA feature counts in 5..100 (thesis: 1).
@@ -156,16 +192,18 @@ class Config(StudyConfig):
     class_signal: float = 1.0
     mz_lo: float | None = 1000.0
     mz_hi: float | None = 1400.0
-    n_spots: int | None = 1200
-    n_cores: int | None = 96
+    n_spots: int | None = None
+    n_cores: int | None = None
     n_folds: int = 4
     repeats: int = 2
     k_step: int = 5
     models: tuple[str, ...] = ("isotopenet", "residualnet")
     iso: NetSettings = field(
-        default_factory=lambda: NetSettings(epochs=25, batch_size=32, lr=1e-3, l2=0.005)
+        default_factory=lambda: NetSettings(
+            epochs=20, batch_size=32, lr=1e-3, l2=0.005, lr_schedule="cosine"
+        )
     )
-    res: NetSettings = field(default_factory=lambda: NetSettings(epochs=2))
+    res: NetSettings = field(default_factory=lambda: NetSettings(epochs=3))
     res_width: float = 0.25
     dropout: float = 0.3
     pattern_sigma: float = 0.08
@@ -197,6 +235,7 @@ class Config(StudyConfig):
             "iso.batch_size": None,
             "iso.lr": None,
             "iso.l2": None,
+            "iso.lr_schedule": "constant",
             "res.epochs": None,
             "res_width": 1.0,
         },
@@ -263,7 +302,14 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
                 config.task, name, seed=config.seed + r, device=config.device
             )
             cv, models = cross_validate_network(
-                _builder(config, name, data.n_bins), x, y, folds, cfg, progress=config.progress
+                _builder(config, name, data.n_bins),
+                x,
+                y,
+                folds,
+                cfg,
+                loss_fn=settings.loss_fn(config.task, name),
+                callbacks=settings.callbacks(),
+                progress=config.progress,
             )
             spot.append(cv.spot_accuracy(y))
             per_core.append(cv.core_accuracy(y, core))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from preimage.analysis.ims_protocol import (
+    CosineLr,
+    KernelL2Loss,
     core_balanced_accuracy,
     core_vote,
     cross_validate_network,
@@ -21,7 +26,8 @@ from preimage.analysis.ims_protocol import (
     tma_folds,
 )
 from preimage.errors import ConfigError, DataError
-from preimage.train import TrainConfig
+from preimage.models import IsotopeNet
+from preimage.train import Callback, TrainConfig, Trainer
 
 
 @settings(max_examples=30, deadline=None)
@@ -106,21 +112,17 @@ def test_cross_validated_roc_lda_per_k_and_fold() -> None:
     assert cv[5].core_accuracy(y, core) >= cv[5].spot_accuracy(y) - 0.05
 
 
+def _spectra_config(**settings: float) -> TrainConfig:
+    """Adam on CPU without the image augmentations (spectra have none)."""
+    return TrainConfig(optimizer="adam", max_shift=0, dequantize=False, device="cpu", **settings)
+
+
 def test_cross_validate_network_predicts_every_spot_with_its_fold_model() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 10)).astype(np.float32)
     y = (x[:, 3] > 0).astype(int)
     folds = tma_folds(np.arange(64) // 8, 4, seed=0)
-    cfg = TrainConfig(
-        epochs=30,
-        batch_size=16,
-        lr=0.05,
-        optimizer="adam",
-        weight_decay=0.0,
-        max_shift=0,
-        dequantize=False,
-        device="cpu",
-    )
+    cfg = _spectra_config(epochs=30, batch_size=16, lr=0.05, weight_decay=0.0)
     cv, models = cross_validate_network(
         lambda: nn.Sequential(nn.Flatten(), nn.Linear(10, 2)), x, y, folds, cfg
     )
@@ -135,3 +137,46 @@ def test_median_iqr() -> None:
     assert median_iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, 2.0)
     with pytest.raises(ConfigError):
         median_iqr([])
+
+
+def test_kernel_l2_penalises_kernels_but_not_batch_norm_or_biases() -> None:
+    torch.manual_seed(0)
+    net = IsotopeNet((1, 90), 2).eval()
+    with torch.no_grad():  # batch-norm scales away from 1 so that a penalty on them would show
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.weight.uniform_(0.5, 2.0)
+    x, y = torch.rand(6, 1, 90), torch.tensor([0, 1, 0, 1, 1, 0])
+    lam = 0.05
+    plain, _ = KernelL2Loss(0.0)(net, x, y)
+    penalised, metrics = KernelL2Loss(lam)(net, x, y)
+    kernels = {n: p for n, p in net.named_parameters() if n.endswith("weight") and "bn" not in n}
+    assert len(kernels) == 13  # 8 convolutions, 3 shortcut convolutions, locally connected, dense
+    expected = lam * sum(float(p.detach().pow(2).sum()) for p in kernels.values())
+    assert float(penalised.detach() - plain.detach()) == pytest.approx(expected, rel=1e-5)
+    assert metrics["cross_entropy"] == pytest.approx(float(plain.detach()))
+    grads = torch.autograd.grad(penalised - plain, list(net.parameters()), allow_unused=True)
+    for (name, p), g in zip(net.named_parameters(), grads, strict=True):
+        g = torch.zeros_like(p) if g is None else g
+        want = 2 * lam * p.detach() if name in kernels else torch.zeros_like(p)
+        assert torch.allclose(g, want, atol=1e-6), name
+    with pytest.raises(ConfigError):
+        KernelL2Loss(-1.0)
+
+
+def test_cosine_lr_falls_to_zero_over_all_steps() -> None:
+    seen: list[float] = []
+
+    class Record(Callback):
+        def on_batch_end(self, trainer: Trainer, step: int, metrics: dict[str, float]) -> None:
+            seen.append(trainer.optimizer.param_groups[0]["lr"])
+
+    x, y = torch.randn(20, 1, 4), torch.randint(0, 2, (20,))
+    cfg = _spectra_config(epochs=3, batch_size=4, lr=0.2, lr_decay=1.0, max_steps_per_epoch=2)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    trainer = Trainer(net, (x, y), None, cfg, callbacks=[CosineLr(), Record()], progress=False)
+    trainer.fit()
+    total = 3 * 2  # epochs x steps actually taken (max_steps_per_epoch caps the 5 batches)
+    want = [0.1 * (1 + math.cos(math.pi * t / total)) for t in range(1, total + 1)]
+    assert seen == pytest.approx(want)
+    assert [h["lr"] for h in trainer.history] == pytest.approx([0.2, want[1], want[3]])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from preimage.data import synthetic_tma, write_imzml
+from preimage.errors import ConfigError
 from preimage.studies import get_study
 from preimage.studies import ims_classify as study
 
@@ -66,3 +67,19 @@ def test_imzml_path_gives_the_synthetic_results(runs: dict, tmp_path: Path) -> N
     for key in ("n_spots", "n_cores", "roclda_spot_best", "roclda_core_worst", "roclda_best_k"):
         assert metrics[key] == synthetic[key], key
     assert "roclda_top10_planted_fraction" not in metrics
+
+
+def test_table_a2_lambda_is_a_kernel_penalty_not_an_optimizer_decay() -> None:
+    # Keras' l2(lambda) of table A.2: lambda * sum ||W||^2 over kernels in the loss; torch's
+    # weight decay (on every parameter, batch-norm scales included) only when asked for.
+    paper = study.Config.for_budget("paper", progress=False)
+    assert paper.iso.loss_fn("adsq", "isotopenet").l2 == 0.05
+    assert paper.iso.train_config("adsq", "isotopenet", seed=0, device="cpu").weight_decay == 0.0
+    assert paper.iso.callbacks() == []  # table A.2: one constant step size
+    decay = study.NetSettings(l2_on="all")
+    assert decay.loss_fn("lp", "residualnet").l2 == 0.0
+    assert decay.train_config("lp", "residualnet", seed=0, device="cpu").weight_decay == 0.002
+    cpu = study.Config.for_budget("cpu", progress=False)
+    assert [type(cb).__name__ for cb in cpu.iso.callbacks()] == ["CosineLr"]
+    with pytest.raises(ConfigError):
+        study.NetSettings(lr_schedule="linear")
