@@ -50,7 +50,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,28 +290,43 @@ def stability_profile(
     if isinstance(model, nn.Sequential) and set(names) <= set(dict(model.named_children())):
         jacobians = _sequential_jacobians(model, x, names, chunk_size)
     else:
-        jacobians = {
-            name: linearization(model, x, upto=name, chunk_size=chunk_size) for name in names
-        }
-    return [
-        _summary(
-            name, torch.linalg.svdvals(jacobians[name]), jacobians[name].shape[0], n, True, rtol
+        jacobians = (
+            (name, linearization(model, x, upto=name, chunk_size=chunk_size)) for name in names
         )
-        for name in names
-    ]
+    found = {
+        name: _summary(name, _svdvals(jacobian), jacobian.shape[0], n, True, rtol)
+        for name, jacobian in jacobians
+    }
+    return [found[name] for name in names]
+
+
+def _svdvals(jacobian: Tensor) -> Tensor:
+    """All singular values; zero rows (units a ReLU switched off) are dropped first.
+
+    Dropping zero rows leaves the singular values unchanged and makes the SVD of a layer behind
+    a ReLU cost only its active units.
+    """
+    rows = jacobian[jacobian.abs().amax(dim=1) > 0]
+    if rows.shape[0] == 0:
+        return jacobian.new_zeros(min(jacobian.shape))
+    values = torch.linalg.svdvals(rows)
+    missing = min(jacobian.shape) - values.numel()
+    return torch.cat([values, values.new_zeros(missing)]) if missing else values
 
 
 def _sequential_jacobians(
     model: nn.Sequential, x: Tensor, names: Sequence[str], chunk_size: int
-) -> dict[str, Tensor]:
-    """Jacobians after each named child, by pushing all tangents through the layers once."""
+) -> Iterator[tuple[str, Tensor]]:
+    """Jacobians after each named child, by pushing all tangents through the layers once.
+
+    Yields them in the model's order, so that only one is kept alive at a time.
+    """
     h = x.detach()
     n = h.numel()
     tangents = torch.eye(n, dtype=x.dtype, device=x.device).reshape(n, *x.shape[1:])
     wanted = set(names)
-    found: dict[str, Tensor] = {}
     for name, child in model.named_children():
-        if not wanted - set(found):
+        if not wanted:
             break
 
         def one(t: Tensor, h: Tensor = h, child: nn.Module = child) -> Tensor:
@@ -322,8 +337,8 @@ def _sequential_jacobians(
         with torch.no_grad():
             h = child(h)
         if name in wanted:
-            found[name] = tangents.reshape(n, -1).T.detach()
-    return found
+            wanted.discard(name)
+            yield name, tangents.reshape(n, -1).T
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ singular values and a lower condition number than Wide after layer 5); both nets
 (test accuracy).
 
 Deviations: CIFAR-10 is not available offline, so the default data are MNIST padded to 32x32
-(one channel: the linearisation has 1024 inputs instead of 3072); ``dataset=cifar10`` uses
-the standard binary batches when they are under the data root. The thesis trains with the
-Keras ``cifar10_cnn`` set-up; here Adam on a subset for a few epochs (CPU budget), and the
-``cpu`` budget takes the medians over 10 inputs instead of 50 (``paper``: 50).
+with its grey level copied into three channels (``channels=3``): the networks keep table 3.1's
+three input maps and the linearisation its 3072 inputs, which is what decides where ReLU can
+lower the rank (a layer cuts it only when fewer units are active than there are inputs).
+``channels=1`` analyses 1024 inputs instead; then every layer up to 5 has at least 4096 units
+and the cut moves to layer 6. ``dataset=cifar10`` uses the standard binary batches when they
+are under the data root. The thesis trains with the Keras ``cifar10_cnn`` set-up; here Adam on
+a subset for a few epochs (CPU budget), and the ``cpu`` budget takes the medians over 6 inputs
+instead of 50 (``paper``: 50), because every input costs two full SVDs per layer of matrices
+with 3072 columns.
 
 References:
     Behrmann (thesis), *Invertibility and Domain Knowledge*, section 3.4.2, table 3.1,
@@ -56,13 +61,16 @@ LAYERS: tuple[str, ...] = tuple(f"{kind}{i}" for i in range(1, 7) for kind in ("
 class Config(StudyConfig):
     """Settings of the inverse-stability study (thesis section 3.4.2); defaults: ``cpu``.
 
-    ``cpu`` estimate (2-core box, one thread): training ~2 + 1 min, linearisation and SVDs
-    ~60 s per input for both nets, about 15 minutes.
+    ``cpu`` estimate (2-core box, one thread): training about 1 min, linearisation and SVDs
+    3-4.5 min per input for both nets, 20-30 minutes.
 
     Attributes:
         train: training of each network.
         dataset: ``"mnist"`` (padded to 32x32) or ``"cifar10"`` (local binary batches).
         image_size: side of the network's input (MNIST is padded to 32 and resized to this).
+        channels: input maps for MNIST: its grey level copied into 1 or 3 channels (3: a grey
+            digit as an RGB image, table 3.1's input layer, so the linearisation has 3072
+            inputs as for CIFAR-10). CIFAR-10 always has 3.
         n_train: training images (``None``: all).
         n_test: test images for the accuracy.
         n_inputs: test inputs the medians are taken over (50 in the thesis).
@@ -76,9 +84,10 @@ class Config(StudyConfig):
     )  # fmt: skip
     dataset: str = "mnist"
     image_size: int = 32
+    channels: int = 3
     n_train: int | None = 12_000
     n_test: int = 1000
-    n_inputs: int = 10
+    n_inputs: int = 6
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
@@ -94,13 +103,20 @@ class Config(StudyConfig):
     }
 
 
-def _images(config: Config, split: str, limit: int | None) -> tuple[Tensor, Tensor]:
+def _check(config: Config) -> None:
     if config.dataset not in ("mnist", "cifar10"):
         raise ConfigError(f"dataset must be mnist or cifar10, got {config.dataset!r}")
+    if config.channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 or 3, got {config.channels!r}")
+
+
+def _images(config: Config, split: str, limit: int | None) -> tuple[Tensor, Tensor]:
     data = load_dataset(config.dataset, split, data_dir=config.data_dir)  # type: ignore[arg-type]
     x, y = data.images[:limit], data.labels[:limit]
     if x.shape[-1] == 28:
         x = F.pad(x, (2, 2, 2, 2))
+    if config.dataset == "mnist" and config.channels != 1:
+        x = x.expand(-1, config.channels, -1, -1).contiguous()
     if x.shape[-1] != config.image_size:
         x = F.interpolate(x, size=config.image_size, mode="area")
     return x, y
@@ -175,12 +191,14 @@ def _figure(summaries: dict[str, list[dict[str, Any]]]) -> Figure:
 @study_entry(
     "inverse-stability",
     title="inverse-stability: singular values of WideCIFAR vs ThinCIFAR (figure 3.4)",
+    check=_check,
 )
 def run(study: StudyRun, config: Config) -> dict[str, Any]:
     """Train WideCIFAR and ThinCIFAR, linearise them at test inputs, compare their spectra."""
+    maps = 3 if config.dataset == "cifar10" else config.channels
     study.text(
         f"The strided CNNs of table 3.1 trained on {config.dataset} "
-        f"({config.image_size}x{config.image_size}); every convolution and ReLU is analysed "
+        f"({maps}x{config.image_size}x{config.image_size}); every convolution and ReLU is analysed "
         f"through the exact linearisation of the network up to it, at {config.n_inputs} "
         "test inputs (medians)."
     )

@@ -52,9 +52,9 @@ class Config(StudyConfig):
         n_train: training images (``None``: all).
         n_queries: test images whose pre-images are classified.
         wide_second_layer: width from which the second layer gets only ``n_wide_queries``
-            queries: its LPs grow fast with the width (HiGHS on a problem with
-            :math:`k \\approx 0.7 w` unknowns and :math:`\\approx 1.7 w` rows).
-        n_wide_queries: second-layer queries at widths :math:`\\ge` ``wide_second_layer``.
+            queries, for budgets that cannot afford its LPs (a problem with
+            :math:`k \approx 0.7 w` unknowns and :math:`\approx 1.7 w` rows).
+        n_wide_queries: second-layer queries at widths :math:`\ge` ``wide_second_layer``.
         input_box: impose :math:`x \\in [0, 1]^{n}` on the first layer's pre-image.
         image_size: side of the (area-resized) images, :math:`n` = ``image_size**2`` inputs.
     """
@@ -69,7 +69,7 @@ class Config(StudyConfig):
     n_train: int | None = 20_000
     n_queries: int = 10
     wide_second_layer: int = 2048
-    n_wide_queries: int = 1
+    n_wide_queries: int = 10
     input_box: bool = False
     image_size: int = 28
 
@@ -107,58 +107,69 @@ def _resize(images: Tensor, size: int) -> Tensor:
     return images if images.shape[-1] == size else F.interpolate(images, size=size, mode="area")
 
 
-def _figure(widths: Sequence[int], reports: dict[int, list[LayerPreimages]]) -> Figure:
-    fig = Figure(figsize=(13, 4))
-    axes = fig.subplots(1, 3)
+def _figure(
+    widths: Sequence[int], reports: dict[int, list[LayerPreimages]], init: dict[int, LayerPreimages]
+) -> Figure:
+    fig = Figure(figsize=(17, 4))
+    axes = fig.subplots(1, 4)
     labels = [str(w) for w in widths]
-    for layer, ax in enumerate(axes[:2]):
+    panels = [
+        ("layer 1 pre-images at initialisation", [init[w] for w in widths]),
+        ("layer 1 pre-images, trained", [reports[w][0] for w in widths]),
+        ("layer 2 pre-images, trained", [reports[w][1] for w in widths]),
+    ]
+    for ax, (title, per_width) in zip(axes[:3], panels, strict=True):
         bottom = np.zeros(len(widths))
         for kind in KINDS[:3]:
-            share = np.array([reports[w][layer].shares()[kind] for w in widths])
+            share = np.array([report.shares()[kind] for report in per_width])
             ax.bar(labels, share, bottom=bottom, label=kind)
             bottom += share
-        ax.set_title(f"layer {layer + 1} pre-images")
+        ax.set_title(title)
         ax.set_xlabel("width w")
         ax.set_ylabel("share of test images")
         ax.legend(fontsize=8)
     for layer in range(2):
         seconds = [np.mean(reports[w][layer].seconds) for w in widths]
-        axes[2].semilogy(labels, seconds, marker="o", label=f"layer {layer + 1}")
-    axes[2].set_title("time per query (rank, LPs)")
-    axes[2].set_xlabel("width w")
-    axes[2].set_ylabel("seconds")
-    axes[2].legend(fontsize=8)
+        axes[3].semilogy(labels, seconds, marker="o", label=f"layer {layer + 1}")
+    axes[3].set_title("time per query (rank, LPs), trained")
+    axes[3].set_xlabel("width w")
+    axes[3].set_ylabel("seconds")
+    axes[3].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _layer(config: Config, model: nn.Sequential, queries: Tensor, name: str) -> LayerPreimages:
+    # The second layer's prior h >= 0 does not depend on the call (layer_preimages sets it
+    # behind a ReLU); the box, when asked for, applies to the image pixels only.
+    box = (0.0, 1.0) if config.input_box and name == "1" else (None, None)
+    return layer_preimages(
+        model.cpu(), queries, layers=[name], lower=box[0], upper=box[1], progress=config.progress
+    )[0]
 
 
 def _preimages(
     config: Config, model: nn.Sequential, width: int, queries: Tensor
 ) -> list[LayerPreimages]:
     """The first and the second ReLU layer's pre-images of ``queries`` (fewer for a wide
-    second layer)."""
-    box = (0.0, 1.0) if config.input_box else (None, None)
+    second layer: one call per layer, so the costly second layer can take fewer queries)."""
     second = config.n_wide_queries if width >= config.wide_second_layer else config.n_queries
-    # One call per layer, so the costly second layer can take fewer queries; its prior
-    # h >= 0 does not depend on the call (layer_preimages sets it behind a ReLU).
     return [
-        layer_preimages(
-            model.cpu(), queries[:count], layers=[name], lower=box[0], upper=box[1],
-            progress=config.progress,
-        )[0]
-        for name, count in (("1", config.n_queries), ("3", second))
-    ]  # fmt: skip
+        _layer(config, model, queries[: config.n_queries], "1"),
+        _layer(config, model, queries[:second], "3"),
+    ]
 
 
 def _layer_metrics(
-    width: int, reports: list[LayerPreimages]
+    width: int, reports: list[LayerPreimages], init: LayerPreimages
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics and table rows of one width's layer pre-images."""
+    """Metrics and table rows of one width's layer pre-images (``init``: the first layer
+    before training)."""
     metrics: dict[str, Any] = {}
     rows = []
-    for layer, report in enumerate(reports, start=1):
+    for layer, report in [("1 (init)", init), *enumerate(reports, start=1)]:
         shares = report.shares()
-        key = f"w{width}_layer{layer}"
+        key = f"w{width}_init_layer1" if report is init else f"w{width}_layer{layer}"
         metrics.update({f"{key}_{kind}": shares[kind] for kind in KINDS})
         metrics[f"{key}_mean_null_dim"] = float(np.mean(report.null_dims))
         metrics[f"{key}_seconds_per_query"] = float(np.mean(report.seconds))
@@ -191,22 +202,26 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
     queries = _resize(test.images[: config.n_queries], size)
     n = size * size
     reports: dict[int, list[LayerPreimages]] = {}
+    inits: dict[int, LayerPreimages] = {}
     metrics: dict[str, Any] = {}
     rows = []
     for offset, width in enumerate(config.widths):
         study.seed(offset)
         model = mlp(width, n)
+        init = _layer(config, model, queries, "1")
         trainer = Trainer(model, train_data, test_data, config.train, progress=config.progress)
         metrics[f"w{width}_test_accuracy"] = float(trainer.fit()["test_accuracy"])
         reports[width] = _preimages(config, model, width, queries)
-        layer_metrics, layer_rows = _layer_metrics(width, reports[width])
+        layer_metrics, layer_rows = _layer_metrics(width, reports[width], init)
+        inits[width] = init
         metrics.update(layer_metrics)
         rows += layer_rows
     study.figure(
-        _figure(config.widths, reports),
+        _figure(config.widths, reports, inits),
         "preimages",
-        "Share of singleton, compact and unbounded pre-images of the first and second layer "
-        "per width, and the time per query.",
+        "Share of singleton, compact and unbounded pre-images of the first layer before "
+        "training, and of the first and second layer after training, per width; the time "
+        "per query.",
     )
     study.table(rows, title="Pre-images per width and layer")
     narrow = [w for w in config.widths if w < n]
@@ -220,6 +235,11 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "bounded_share_grows_with_width", float(np.min(np.diff(bounded), initial=0.0)), ">= 0"
     )
     if wide:
+        study.check(
+            "wide_first_layer_singleton_at_init",
+            metrics[f"w{wide[-1]}_init_layer1_singleton"],
+            ">= 0.5",
+        )
         study.check(
             "wide_first_layer_singleton", metrics[f"w{wide[-1]}_layer1_singleton"], ">= 0.5"
         )

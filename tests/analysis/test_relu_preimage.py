@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 from torch import nn
 
+from preimage.analysis import relu_preimage
 from preimage.analysis.relu_preimage import (
     KINDS,
     classify_preimage,
@@ -281,3 +282,41 @@ def test_layer_preimages_match_single_queries() -> None:
         layer_preimages(net, x, layers=["2"], progress=False)
     with pytest.raises(ConfigError):
         layer_preimages(nn.ReLU(), x)  # type: ignore[arg-type]
+
+
+def _lp_omnidirectional(a: np.ndarray) -> bool:
+    """The LP alone (rows normalised, rank known to be full): A^T lambda = 0, lambda >= 1."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    res = linprog(
+        np.zeros(len(a)), A_eq=a.T, b_eq=np.zeros(a.shape[1]), bounds=[(1.0, None)] * len(a),
+        method="highs",
+    )  # fmt: skip
+    return res.status == 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_certificate_search_agrees_with_the_lp(seed: int) -> None:
+    # Random rows around a drifting mean: both answers occur; the projection search may only
+    # ever answer "yes" when the LP does, and then it saves the LP.
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 12))
+    m = int(rng.integers(k + 1, 4 * k + 2))
+    a = rng.standard_normal((m, k)) + rng.uniform(0.0, 1.5) * rng.standard_normal(k)
+    expected = _lp_omnidirectional(a)
+    found, lps = relu_preimage._omnidirectional(a, 1e-9)
+    assert found == expected
+    unit = a / np.linalg.norm(a, axis=1, keepdims=True)
+    basis = np.linalg.qr(unit)[0]
+    if relu_preimage._positive_combination(
+        unit, basis, float(np.linalg.svd(unit, compute_uv=False)[-1])
+    ):
+        assert expected and lps == 0
+
+
+def test_omnidirectional_stacks_need_no_lp() -> None:
+    rng = np.random.default_rng(0)
+    stack = omnidirectional_stack(torch.as_tensor(rng.standard_normal((30, 20)))).numpy()
+    assert relu_preimage._omnidirectional(stack, 1e-9) == (True, 0)
+    # One half-space left free (all rows with a positive first coordinate): an LP says no.
+    half = np.abs(stack[:, :1]) + 0.1
+    assert relu_preimage._omnidirectional(np.hstack([half, stack[:, 1:]]), 1e-9) == (False, 1)

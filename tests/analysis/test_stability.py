@@ -62,6 +62,26 @@ def test_profile_singular_values_match_dense_svd_of_the_jacobian() -> None:
         assert record.condition == pytest.approx(float(nonzero[0] / nonzero[-1]))
 
 
+@pytest.mark.parametrize("active", [0, 2, 5, 9])
+def test_switched_off_units_leave_the_spectrum_unchanged(active: int) -> None:
+    # Units a ReLU switches off are zero rows of the Jacobian; the profile drops them before
+    # its SVD, which must give the full matrix's singular values, zeros included.
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 7)).double()
+    x = torch.randn(1, 6, dtype=torch.float64)
+    with torch.no_grad():
+        pre = net[0](x)[0]
+        net[0].bias.sub_(pre)  # every pre-activation 0 at x ...
+        net[0].bias[:active].add_(1.0)  # ... then the first `active` units on, the rest off
+        net[0].bias[active:].sub_(1.0)
+    records = stability_profile(net, x)
+    for index, record in enumerate(records):
+        expected = torch.linalg.svdvals(_dense(net[: index + 1], x))
+        assert record.singular_values.shape == expected.shape
+        assert torch.allclose(record.singular_values, expected, atol=1e-12)
+    assert records[1].rank == min(active, 6)
+
+
 def test_linearization_of_any_module_and_named_layers() -> None:
     torch.manual_seed(1)
     net = Branchy().double()

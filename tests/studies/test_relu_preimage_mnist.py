@@ -18,8 +18,7 @@ def test_smoke_run(tmp_path: Path, data_root: Path) -> None:
     for name in ("config.json", "metrics.json", "report.html", "figures/preimages.png"):
         assert (tmp_path / name).is_file(), name
     for width in config.widths:
-        for layer in (1, 2):
-            key = f"w{width}_layer{layer}"
+        for key in (f"w{width}_layer1", f"w{width}_layer2", f"w{width}_init_layer1"):
             assert sum(metrics[f"{key}_{kind}"] for kind in KINDS) == pytest.approx(1.0)
             # Every query classifies its own activations: never empty.
             assert metrics[f"{key}_empty"] == 0.0
@@ -33,3 +32,9 @@ def test_smoke_run(tmp_path: Path, data_root: Path) -> None:
     assert metrics["w16_layer2_n_queries"] == config.n_queries
     assert metrics["w160_layer1_n_queries"] == config.n_queries
     assert metrics["w160_layer2_n_queries"] == config.n_wide_queries < config.n_queries
+    # Before training about half the units are on: 160 units on 64 inputs leave at least 64
+    # active rows of full rank, so the initial first layer is injective at every query.
+    assert metrics["w160_init_layer1_singleton"] == 1.0
+    assert metrics["w160_init_layer1_mean_null_dim"] == 0
+    assert metrics["w16_init_layer1_unbounded"] == 1.0
+    assert metrics["target_wide_first_layer_singleton_at_init_met"]

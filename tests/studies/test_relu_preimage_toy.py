@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from preimage.studies.relu_preimage_toy import GRID_KINDS, Config, _grid_maps, run
+from preimage.analysis.relu_preimage import classify_preimage
+from preimage.analysis.stability import stability_profile
+from preimage.errors import ConfigError
+from preimage.studies.relu_preimage_toy import GRID_KINDS, Config, _grid_maps, _Restart, _shown, run
 
 
 def _net(normals: list[list[float]], bias: list[float]) -> nn.Sequential:
@@ -31,6 +36,41 @@ def test_grid_maps_follow_theorem_3_3() -> None:
     assert GRID_KINDS[kinds[0]] == "unbounded"
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grid_maps_per_pattern_equal_the_per_point_computation(seed: int) -> None:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    axis = torch.linspace(-2.0, 2.0, 9, dtype=torch.float64)
+    points = torch.cartesian_prod(axis, axis)
+    kinds, cond = _grid_maps(net, points)
+    weight, bias = net[0].weight.detach(), net[0].bias.detach()
+    for p, kind, c in zip(points, kinds, cond, strict=True):
+        y = torch.relu(weight @ p + bias)
+        expected = classify_preimage(weight, bias, y, x_ref=p, box=False).kind
+        assert GRID_KINDS[kind] == expected
+        [record] = stability_profile(net, p[None], layers=["1"])
+        assert c == (0.0 if record.rank == 0 else record.condition)
+
+
+def _restart(accuracy: float, omni: bool) -> _Restart:
+    empty = np.zeros((2, 2))
+    return _Restart(accuracy, omni, empty, empty.astype(int), empty)
+
+
+def test_the_figure_shows_the_best_restart_of_each_solution() -> None:
+    restarts = [_restart(0.9, True), _restart(0.99, False), _restart(0.95, True)]
+    shown = _shown(restarts)
+    assert [restart for _, restart in shown] == [restarts[1], restarts[2]]
+    assert shown[0][0].startswith("restart 1, normals in a half-plane")
+    assert len(_shown([_restart(0.9, True)])) == 1
+
+
+def test_bad_restarts_exit_before_any_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="restarts"):
+        run(Config(restarts=0, progress=False), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_smoke_run(tmp_path: Path) -> None:
     metrics = run(Config.for_budget("smoke", progress=False), tmp_path)
     for name in ("config.json", "metrics.json", "report.html", "figures/preimages.png"):
@@ -40,3 +80,7 @@ def test_smoke_run(tmp_path: Path) -> None:
     # singletons with condition > 1 (two separately computed quantities).
     assert metrics["target_nonsingleton_condition_le_one_met"]
     assert metrics["target_singleton_condition_gt_one_met"]
+    for r in range(2):
+        assert (tmp_path / "checkpoints" / f"restart{r}.safetensors").is_file()
+        assert sum(metrics[f"restart{r}_share_{k}"] for k in GRID_KINDS) == pytest.approx(1.0)
+    assert metrics["test_accuracy"] == max(metrics[f"restart{r}_test_accuracy"] for r in range(2))
