@@ -53,8 +53,8 @@ class Config(StudyConfig):
         n_queries: test images whose pre-images are classified.
         wide_second_layer: width from which the second layer gets only ``n_wide_queries``
             queries, for budgets that cannot afford its LPs (a problem with
-            :math:`k \approx 0.7 w` unknowns and :math:`\approx 1.7 w` rows).
-        n_wide_queries: second-layer queries at widths :math:`\ge` ``wide_second_layer``.
+            :math:`k \\approx 0.7 w` unknowns and :math:`\\approx 1.7 w` rows).
+        n_wide_queries: second-layer queries at widths :math:`\\ge` ``wide_second_layer``.
         input_box: impose :math:`x \\in [0, 1]^{n}` on the first layer's pre-image.
         image_size: side of the (area-resized) images, :math:`n` = ``image_size**2`` inputs.
     """
