@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="Lanczos k; 0 skips that path")
     parser.add_argument("--nets", nargs="+", choices=("thin", "wide"), default=["thin", "wide"])
     parser.add_argument("--skip-preimage", action="store_true", help="only the stability part")
+    parser.add_argument("--skip-stability", action="store_true", help="only the pre-image part")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads {args.threads}, load average {os.getloadavg()[0]:.1f}")
@@ -96,6 +97,8 @@ def main() -> None:
         rate, k0, no_lp = _preimage_rate(n_in, n_out, args.queries, args.data, prior)
         name = f"{n_in} -> {n_out}" + (" (h >= 0)" if prior else "")
         print(f"{name:24s} {rate:11.2f} {k0:11.2f} {no_lp:18.2f}", flush=True)
+    if args.skip_stability:
+        return
     print(f"stability up to relu6, 3x32x32 input, float64 (Lanczos k={args.k})")
     print("net    profile (s)   Lanczos (s)   jacobian+svdvals (s)   max |sigma diff|")
     for variant in args.nets:

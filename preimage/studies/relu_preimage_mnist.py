@@ -67,9 +67,9 @@ class Config(StudyConfig):
     )  # fmt: skip
     widths: tuple[int, ...] = (64, 256, 1024, 2048)
     n_train: int | None = 20_000
-    n_queries: int = 10
+    n_queries: int = 50
     wide_second_layer: int = 2048
-    n_wide_queries: int = 10
+    n_wide_queries: int = 50
     input_box: bool = False
     image_size: int = 28
 
