@@ -42,7 +42,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import mannwhitneyu
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import balanced_accuracy_score
-from torch import nn
+from torch import Tensor, nn
 
 from preimage.errors import ConfigError, DataError, ShapeError
 from preimage.models.isotopenet import LocallyConnected1d
@@ -50,9 +50,11 @@ from preimage.train import Callback, LossFn, TrainConfig, Trainer, cross_entropy
 
 __all__ = [
     "DEFAULT_KS",
+    "AugmentedLoss",
     "CosineLr",
     "CvPredictions",
     "KernelL2Loss",
+    "SpectrumAugment",
     "balanced_accuracy",
     "core_balanced_accuracy",
     "core_vote",
@@ -63,6 +65,7 @@ __all__ = [
     "mann_whitney_auc",
     "median_iqr",
     "roc_lda_predict",
+    "shift_spectra",
     "tma_folds",
 ]
 
@@ -323,6 +326,117 @@ class KernelL2Loss:
             return loss, metrics
         penalty = torch.stack([w.pow(2).sum() for w in kernel_weights(model)]).sum()
         return loss + self.l2 * penalty, metrics
+
+
+def shift_spectra(x: Tensor, shifts: Tensor) -> Tensor:
+    r"""Move spectrum :math:`b` of ``x`` by ``shifts[b]`` bins towards higher bin indices.
+
+    :math:`x'_{b,c,j} = x_{b,c,j - s_b}` for integer :math:`s_b`; a fractional shift interpolates
+    linearly between the two neighbouring bins. Bins shifted in from outside the range repeat
+    the edge bin (the ends of a spectrum are baseline and noise, so no artificial zeros appear).
+
+    Args:
+        x: spectra, ``(batch, maps, n_bins)``.
+        shifts: one shift per spectrum, ``(batch,)``, in bins (any sign).
+
+    Raises:
+        ShapeError: ``x`` not 3-D or ``shifts`` not one value per spectrum.
+
+    Example:
+        >>> x = torch.arange(5.0).reshape(1, 1, 5).repeat(2, 1, 1)
+        >>> shift_spectra(x, torch.tensor([1.0, -2.0]))[:, 0].tolist()
+        [[0.0, 0.0, 1.0, 2.0, 3.0], [2.0, 3.0, 4.0, 4.0, 4.0]]
+    """
+    if x.ndim != 3 or shifts.shape != (x.shape[0],):
+        raise ShapeError(
+            f"need spectra (batch, maps, n_bins) and one shift per spectrum, got {tuple(x.shape)} "
+            f"and {tuple(shifts.shape)}"
+        )
+    n = x.shape[-1]
+    grid = torch.arange(n, device=x.device, dtype=x.dtype)
+    source = (grid[None, :] - shifts.to(x)[:, None]).clamp(0, n - 1)
+    lo = source.floor()
+    weight = (source - lo).unsqueeze(1)
+    lo_idx = lo.long().unsqueeze(1).expand(-1, x.shape[1], -1)
+    hi_idx = (lo_idx + 1).clamp(max=n - 1)
+    return (1 - weight) * x.gather(2, lo_idx) + weight * x.gather(2, hi_idx)
+
+
+@dataclass(frozen=True)
+class SpectrumAugment:
+    r"""Random m/z shift and gain of each training spectrum (measurement variation, not biology).
+
+    The thesis names mis-aligned peaks (section 7.3.2: "due to the binning or mis-alignment of
+    peaks"; section 7.5: features have a fixed position "when neglecting small mass
+    mis-alignments") and the variation of data characteristics across measurements (section
+    7.5), but trains without augmentation (table A.2 lists none). Each call draws, per spectrum,
+    a shift :math:`s \sim \mathcal{U}\{-m, \dots, m\}` bins (:func:`shift_spectra`; on a TOF
+    grid a calibration error in ppm moves a peak by nearly the same number of bins over a few
+    hundred Da) and a gain :math:`g = e^{\epsilon}`, :math:`\epsilon \sim \mathcal{N}(0,
+    \sigma_g^2)`, multiplying the whole spectrum.
+
+    Attributes:
+        max_shift: :math:`m`, the largest shift in bins (0: none).
+        gain_sd: :math:`\sigma_g` (0: no gain change).
+
+    Example:
+        >>> aug = SpectrumAugment(max_shift=2)
+        >>> x = torch.zeros(3, 1, 50); x[:, 0, 25] = 1.0
+        >>> g = torch.Generator().manual_seed(0)
+        >>> [int(p) - 25 for p in aug(x, generator=g)[:, 0].argmax(1)]
+        [2, 2, 1]
+    """
+
+    max_shift: int = 0
+    gain_sd: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.max_shift < 0 or not self.gain_sd >= 0.0:
+            raise ConfigError(
+                f"need max_shift >= 0 and gain_sd >= 0, got {self.max_shift}, {self.gain_sd}"
+            )
+
+    @property
+    def active(self) -> bool:
+        """Whether a call changes the spectra at all."""
+        return self.max_shift > 0 or self.gain_sd > 0.0
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Augmented copy of the spectra ``x`` (``(batch, maps, n_bins)``)."""
+        b = x.shape[0]
+        if self.max_shift > 0:
+            draw = torch.randint(-self.max_shift, self.max_shift + 1, (b,), generator=generator)
+            x = shift_spectra(x, draw.to(x.device))
+        if self.gain_sd > 0.0:
+            eps = torch.randn(b, 1, 1, generator=generator, dtype=x.dtype) * self.gain_sd
+            x = x * eps.exp().to(x.device)
+        return x
+
+
+@dataclass(frozen=True)
+class AugmentedLoss:
+    """``loss`` on augmented spectra while the model trains, on the spectra as given otherwise.
+
+    The trainer has no batch hook for 1-D data, so the augmentation rides on the objective;
+    its draws come from torch's global generator, which the trainer seeds per epoch.
+
+    Attributes:
+        loss: the objective, ``loss(model, x, y) -> (loss, metrics)``.
+        augment: the augmentation.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> x, y = torch.ones(2, 1, 4), torch.zeros(2).long()
+        >>> loss = AugmentedLoss(KernelL2Loss(0.0), SpectrumAugment(gain_sd=1.0))
+        >>> bool(loss(net.eval(), x, y)[0] == KernelL2Loss(0.0)(net, x, y)[0])
+        True
+    """
+
+    loss: LossFn
+    augment: SpectrumAugment
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return self.loss(model, self.augment(x) if model.training else x, y)
 
 
 class CosineLr(Callback):

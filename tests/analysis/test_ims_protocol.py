@@ -13,8 +13,10 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from preimage.analysis.ims_protocol import (
+    AugmentedLoss,
     CosineLr,
     KernelL2Loss,
+    SpectrumAugment,
     core_balanced_accuracy,
     core_vote,
     cross_validate_network,
@@ -23,9 +25,10 @@ from preimage.analysis.ims_protocol import (
     mann_whitney_auc,
     median_iqr,
     roc_lda_predict,
+    shift_spectra,
     tma_folds,
 )
-from preimage.errors import ConfigError, DataError
+from preimage.errors import ConfigError, DataError, ShapeError
 from preimage.models import IsotopeNet
 from preimage.train import Callback, TrainConfig, Trainer
 
@@ -180,3 +183,61 @@ def test_cosine_lr_falls_to_zero_over_all_steps() -> None:
     want = [0.1 * (1 + math.cos(math.pi * t / total)) for t in range(1, total + 1)]
     assert seen == pytest.approx(want)
     assert [h["lr"] for h in trainer.history] == pytest.approx([0.2, want[1], want[3]])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(-4, 4), min_size=1, max_size=6), st.integers(12, 40))
+def test_shift_spectra_moves_each_spectrum_by_its_shift(shifts: list[int], n: int) -> None:
+    x = torch.randn(len(shifts), 2, n, dtype=torch.float64)
+    out = shift_spectra(x, torch.tensor(shifts))
+    for b, s in enumerate(shifts):
+        source = np.clip(np.arange(n) - s, 0, n - 1)  # x'[j] = x[j - s], edge bins repeated
+        assert torch.equal(out[b], x[b][:, source])
+
+
+def test_shift_spectra_interpolates_fractional_shifts() -> None:
+    x = torch.tensor([[[0.0, 10.0, 20.0, 30.0]]])
+    out = shift_spectra(x, torch.tensor([0.25]))
+    assert out[0, 0].tolist() == pytest.approx([0.0, 7.5, 17.5, 27.5])
+    with pytest.raises(ShapeError):
+        shift_spectra(x, torch.tensor([0.25, 1.0]))
+
+
+def test_spectrum_augment_shifts_and_scales_by_the_drawn_amounts() -> None:
+    n, b = 64, 200
+    x = torch.zeros(b, 1, n, dtype=torch.float64)
+    x[:, 0, 30] = 1.0
+    out = SpectrumAugment(max_shift=3)(x, generator=torch.Generator().manual_seed(5))
+    drawn = torch.randint(-3, 4, (b,), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out[:, 0].argmax(1) - 30, drawn)
+    assert set(drawn.tolist()) == set(range(-3, 4))  # every shift in -m..m occurs
+    assert torch.equal(out.sum(dim=(1, 2)), x.sum(dim=(1, 2)))  # a pure move, no scaling
+    y = torch.rand(b, 1, n, dtype=torch.float64) + 0.5
+    scaled = SpectrumAugment(gain_sd=0.3)(y, generator=torch.Generator().manual_seed(1))
+    gain = scaled / y
+    assert torch.allclose(gain, gain[:, :, :1].expand_as(gain))  # one gain per spectrum
+    eps = torch.randn(b, 1, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.allclose(gain[:, :, 0], (0.3 * eps[:, :, 0]).exp())
+    assert not SpectrumAugment().active and SpectrumAugment(max_shift=1).active
+    with pytest.raises(ConfigError):
+        SpectrumAugment(max_shift=-1)
+
+
+def test_augmented_loss_changes_the_inputs_only_while_training() -> None:
+    seen: list[torch.Tensor] = []
+
+    def record(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        seen.append(x)
+        return x.sum(), {}
+
+    x = torch.zeros(4, 1, 20)
+    x[:, 0, 10] = 1.0
+    loss = AugmentedLoss(record, SpectrumAugment(max_shift=2))
+    net = nn.Linear(1, 1)
+    torch.manual_seed(0)
+    loss(net.train(), x, torch.zeros(4).long())
+    loss(net.eval(), x, torch.zeros(4).long())
+    torch.manual_seed(0)
+    want = torch.randint(-2, 3, (4,))  # the global generator, which the trainer seeds per epoch
+    assert torch.equal(seen[0][:, 0].argmax(1) - 10, want)
+    assert seen[1] is x

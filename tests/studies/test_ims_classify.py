@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from preimage.analysis.ims_protocol import AugmentedLoss, KernelL2Loss, SpectrumAugment
 from preimage.data import synthetic_tma, write_imzml
 from preimage.errors import ConfigError
 from preimage.studies import get_study
@@ -83,3 +84,17 @@ def test_table_a2_lambda_is_a_kernel_penalty_not_an_optimizer_decay() -> None:
     assert [type(cb).__name__ for cb in cpu.iso.callbacks()] == ["CosineLr"]
     with pytest.raises(ConfigError):
         study.NetSettings(lr_schedule="linear")
+
+
+def test_cpu_budget_shifts_isotopenet_spectra_and_paper_budget_does_not() -> None:
+    cpu = study.Config.for_budget("cpu", progress=False)
+    loss = cpu.iso.loss_fn("adsq", "isotopenet")
+    assert isinstance(loss, AugmentedLoss) and loss.augment == SpectrumAugment(max_shift=1)
+    assert loss.loss == KernelL2Loss(0.005)
+    assert isinstance(cpu.res.loss_fn("adsq", "residualnet"), KernelL2Loss)  # no augmentation
+    paper = study.Config.for_budget("paper", progress=False)
+    assert isinstance(paper.iso.loss_fn("adsq", "isotopenet"), KernelL2Loss)
+    assert study.Config.for_budget("cpu", progress=False, **{"iso.shift": 0}).iso.shift == 0
+    for bad in ({"shift": -1}, {"gain_sd": -0.1}):
+        with pytest.raises(ConfigError):
+            study.NetSettings(**bad)
