@@ -5,7 +5,9 @@ Adversarial Vulnerability*: Glow blocks ActNorm -> invertible 1x1 convolution ->
 batch-normed sub-network, 3 stages with squeezes and splits; Adamax, l2 weight decay 1e-4,
 random shifts of up to 3 px, uniform dequantisation) and prints: test accuracy, training wall
 time, training samples/s, inverse/forward time ratio and max |x - F^-1(F(x))| over the whole
-test set (float32).
+test set (float32). The inverse/forward ratio compares, batch by batch, the best of 5 alternating
+forward and inverse passes (before this change: the best of 3 whole forward passes, then of 3
+whole inverse passes, which on a shared box put a load change on one side only).
 
 Targets on 2 CPU cores (issue 12, item 1): test accuracy >= 99.0% within 10 minutes of
 training; inverse time / forward time <= 1.2; max reconstruction error <= 1e-4; all in one run.
@@ -13,10 +15,12 @@ training; inverse time / forward time <= 1.2; max reconstruction error <= 1e-4; 
 Deviations from appendix D.2 in the default configuration, and why:
 
 - CPU size: 2 RevNet blocks of 32 filters per stage instead of 16 of 128; 11 epochs instead of
-  100; batch 128 and learning rate 2e-3 instead of 64 and 1e-3.
+  100; batch 128 and learning rate 3e-3 instead of 64 and 1e-3 (2e-3 before this change; with
+  everything else below, 3e-3 gave 99.29%, 99.29%, 99.17% for seeds 0, 1, 2 against 99.23%,
+  99.22%, 99.10% with 2e-3).
 - Additive couplings (RevNet blocks): volume-preserving, so the inverse cannot amplify rounding
   errors; the affine ones invert to only 2.5e-4 after training (BENCHMARKS.md).
-- Learning rate: one cosine annealing per optimisation step from 2e-3 to 0
+- Learning rate: one cosine annealing per optimisation step from its base value to 0
   (``TrainConfig.lr_schedule="cosine"``, SGDR with one cycle) instead of x0.2 after every 30% of
   the epochs. At 12 epochs the step rule decays at epoch 4, while the network still underfits
   (98% training accuracy at the end); same seed, 12 epochs: 98.52% with the step rule, 98.70%
@@ -25,18 +29,18 @@ Deviations from appendix D.2 in the default configuration, and why:
   ImageNet) instead of the first 10 entries of z: on the 4x7x7 top map those are 10 pixels of
   one channel in its top-left corner, while the DCT's lowest frequencies are global features
   (its DC terms are average pooling). An orthogonal map, so exactness is kept. Same seed,
-  cosine, 12 epochs: 99.07%.
+  cosine, 12 epochs, lr 2e-3: 99.07%.
 - ``logit_norm``: a ``BatchNorm1d(10)`` between z_s and the logits, as in the authors' public
   code (jhjacobsen/fully-invertible-revnet); it sits outside the bijection, so the inverse and
-  the metamer property are untouched. Seed 0, 11 epochs: 99.23%.
+  the metamer property are untouched. Seed 0, 11 epochs, lr 2e-3: 99.23%.
 - The initialisation is seeded by ``--seed`` (the trainer's seed drives shuffling and
   augmentation only), so a run is repeatable.
 
-The previous default (the paper's step rule, the ``"first"`` read-out) stays reachable:
+    python bench/mnist_firevnet.py                 # the recorded configuration
+    python bench/mnist_firevnet.py --epochs 1      # a quick look
 
-    python bench/mnist_firevnet.py                          # the recorded configuration
-    python bench/mnist_firevnet.py --epochs 12 --schedule step --readout first --no-logit-norm
-    python bench/mnist_firevnet.py --epochs 1               # a quick look
+The previous default (the paper's step rule, the ``"first"`` read-out) stays reachable with
+``--epochs 12 --lr 2e-3 --schedule step --readout first --no-logit-norm``.
 
 ``--ema DECAY`` evaluates (and inverts) an exponential moving average of the weights instead of
 the last ones; with the cosine schedule it changed the accuracy by at most 0.02 points, so it is
@@ -105,20 +109,34 @@ def _accuracy(trainer: Trainer, state: dict[str, torch.Tensor]) -> float:
         model.load_state_dict(saved)
 
 
-def _timed(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _forward_inverse_times(
+    model: nn.Module, x: torch.Tensor, z: torch.Tensor, batch: int = 500, rounds: int = 5
+) -> tuple[float, float]:
+    """Seconds of one forward and one inverse pass over ``x`` / ``z``, in batches of ``batch``.
+
+    Each batch is passed forward and inverted in turn ``rounds`` times and its best time of
+    each kept, so that a change of the machine's load (other jobs on a shared box) hits both
+    directions alike and a transient one hits neither; the totals are sums over the batches.
+    """
+    forward_s = inverse_s = 0.0
+    for i in range(0, len(x), batch):
+        xb, zb = x[i : i + batch], z[i : i + batch]
+        best = [float("inf"), float("inf")]
+        for _ in range(rounds):
+            for k, (fn, arg) in enumerate(((model, xb), (model.inverse, zb))):
+                start = time.perf_counter()
+                fn(arg)
+                best[k] = min(best[k], time.perf_counter() - start)
+        forward_s += best[0]
+        inverse_s += best[1]
+    return forward_s, inverse_s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=11)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--blocks-per-stage", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--coupling", choices=("additive", "affine"), default="additive")
@@ -197,8 +215,7 @@ def main() -> None:
     x = test.images.to(device)
     with torch.no_grad():
         z = torch.cat([model(x[i : i + 500])[0] for i in range(0, len(x), 500)])
-        forward_s = _timed(lambda: [model(x[i : i + 500]) for i in range(0, len(x), 500)])
-        inverse_s = _timed(lambda: [model.inverse(z[i : i + 500]) for i in range(0, len(z), 500)])
+        forward_s, inverse_s = _forward_inverse_times(model, x, z)
     result = {
         "test_accuracy": final["test_accuracy"],
         "test_accuracy_last_weights": raw_accuracy,
