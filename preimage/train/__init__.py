@@ -15,7 +15,7 @@ from preimage.train.checkpoint import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
-from preimage.train.config import TrainConfig, resolve_device
+from preimage.train.config import LR_SCHEDULES, TrainConfig, resolve_device
 from preimage.train.distributed import (
     DistributedContext,
     cleanup,
@@ -27,12 +27,14 @@ from preimage.train.loop import (
     Callback,
     LossFn,
     Trainer,
+    cosine_factor,
     cross_entropy_loss,
     derive_seed,
     epoch_permutation,
 )
 
 __all__ = [
+    "LR_SCHEDULES",
     "Callback",
     "DistributedContext",
     "LossFn",
@@ -40,6 +42,7 @@ __all__ = [
     "Trainer",
     "atomic_write_bytes",
     "cleanup",
+    "cosine_factor",
     "cross_entropy_loss",
     "dequantize",
     "derive_seed",

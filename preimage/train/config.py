@@ -19,10 +19,13 @@ import torch
 
 from preimage.errors import ConfigError
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "check_device_name", "resolve_device"]
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "TrainConfig", "check_device_name", "resolve_device"]
 
 OPTIMIZERS: tuple[str, ...] = ("adamax", "adam", "sgd")
 """Names accepted by :attr:`TrainConfig.optimizer`."""
+
+LR_SCHEDULES: tuple[str, ...] = ("step", "cosine")
+"""Names accepted by :attr:`TrainConfig.lr_schedule`."""
 
 _DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "mps")
 
@@ -31,9 +34,15 @@ _DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "mps")
 class TrainConfig:
     r"""Everything that determines a training trajectory, validated on construction.
 
-    The learning rate follows a step schedule,
+    The learning rate follows the paper's step schedule (``lr_schedule="step"``),
     :math:`\eta_e = \eta \cdot \gamma^{\lfloor e / s \rfloor}` for the 0-based epoch :math:`e`,
-    with :math:`\gamma` = ``lr_decay`` and :math:`s` = ``lr_step``. ``weight_decay`` is the
+    with :math:`\gamma` = ``lr_decay`` and :math:`s` = ``lr_step``, or, with
+    ``lr_schedule="cosine"`` (not in the paper; SGDR's single cycle, Loshchilov & Hutter 2017), a
+    cosine annealing per optimisation step,
+    :math:`\eta_t = \tfrac{\eta}{2} \bigl(1 + \cos(\pi t / T)\bigr)` for the 0-based step
+    :math:`t` of :math:`T` = ``epochs`` :math:`\times` steps per epoch, which ignores
+    ``lr_decay`` and ``lr_step``; there ``epochs`` shapes the whole trajectory, so a cosine run
+    cannot be resumed with a different ``epochs``. ``weight_decay`` is the
     classic l2 penalty added to the gradient (the paper's "l2 weight decay"), not decoupled
     AdamW-style decay.
 
@@ -46,6 +55,7 @@ class TrainConfig:
         weight_decay: l2 penalty coefficient.
         lr_decay: factor applied to the learning rate every ``lr_step`` epochs.
         lr_step: epochs between two learning-rate decays.
+        lr_schedule: ``"step"`` (the paper's) or ``"cosine"`` (see above).
         max_shift: largest random translation in pixels (per axis) of image batches.
         dequantize: add uniform noise to 8-bit inputs, :math:`x \mapsto (255x + u)/256`.
         seed: drives shuffling, augmentation and in-epoch randomness such as dropout; it does
@@ -60,7 +70,8 @@ class TrainConfig:
 
     References:
         Jacobsen et al. (2019), Excessive Invariance Causes Adversarial Vulnerability,
-        appendix D.2.
+        appendix D.2. Loshchilov & Hutter (2017), *SGDR: Stochastic Gradient Descent with Warm
+        Restarts*, section 3 (the cosine annealing).
 
     Example:
         >>> cfg = TrainConfig(epochs=2, max_steps_per_epoch=5)
@@ -85,6 +96,7 @@ class TrainConfig:
     grad_clip: float | None = None
     max_steps_per_epoch: int | None = None
     momentum: float = 0.9
+    lr_schedule: str = "step"
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=1)
@@ -114,6 +126,12 @@ class TrainConfig:
         self.momentum = _check_float("momentum", self.momentum, positive=False)
         if self.momentum >= 1.0:
             raise ConfigError(f"TrainConfig.momentum must be < 1, got {self.momentum}")
+        if not isinstance(self.lr_schedule, str) or self.lr_schedule.lower() not in LR_SCHEDULES:
+            raise ConfigError(
+                f"TrainConfig.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}"
+            )
+        self.lr_schedule = self.lr_schedule.lower()
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-serialisable dictionary."""

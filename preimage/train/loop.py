@@ -58,6 +58,7 @@ __all__ = [
     "Callback",
     "LossFn",
     "Trainer",
+    "cosine_factor",
     "cross_entropy_loss",
     "derive_seed",
     "epoch_permutation",
@@ -166,7 +167,8 @@ class Trainer:
     One step: draw the next batch of the epoch's permutation, shift it by up to
     ``max_shift`` pixels and dequantise it (:mod:`preimage.train.augment`), compute
     ``loss, metrics = loss_fn(model, x, y)``, back-propagate, optionally clip the gradient
-    norm, and take an optimiser step. After each epoch the learning rate decays
+    norm, and take an optimiser step (with ``lr_schedule="cosine"`` the learning rate then
+    anneals by one step). After each epoch the step schedule's learning rate decays
     (:class:`~torch.optim.lr_scheduler.StepLR`), the test set is evaluated, the history gets an
     entry and, with ``out_dir``, ``out_dir/checkpoints/last.safetensors`` and
     ``out_dir/metrics.json`` are rewritten atomically.
@@ -275,7 +277,7 @@ class Trainer:
         self._train_module = self.context.wrap_model(_LossModule(self.model, self.loss_fn))
         self.history: list[dict[str, Any]] = []
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.StepLR | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.global_step = 0
 
     @torch.no_grad()
@@ -327,9 +329,7 @@ class Trainer:
         """
         cfg = self.config
         self.optimizer = _build_optimizer(self.model, cfg)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=cfg.lr_step, gamma=cfg.lr_decay
-        )
+        self.scheduler = _build_scheduler(self.optimizer, cfg, self._steps_per_epoch())
         self.history = []
         self.global_step = 0
         start = self._resume() if resume else 0
@@ -386,10 +386,14 @@ class Trainer:
             saved = json.loads(read_checkpoint_metadata(path).get("state", "{}"))["config"]
         except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
             raise CheckpointError(f"checkpoint {path} holds no readable training state") from None
+        # A cosine schedule spans all epochs, so there changing them changes every step's lr.
+        free = _RESUME_FREE_FIELDS - ({"epochs"} if self.config.lr_schedule == "cosine" else set())
+        # Checkpoints written before a field existed trained with its default.
+        defaults = TrainConfig().to_dict()
         changed = sorted(
             k
             for k, v in self.config.to_dict().items()
-            if k not in _RESUME_FREE_FIELDS and saved.get(k) != v
+            if k not in free and saved.get(k, defaults[k]) != v
         )
         if changed:
             raise ConfigError(
@@ -424,7 +428,8 @@ class Trainer:
         if self.test_data is not None:
             test = self.evaluate(*self.test_data)
             record.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
-        self.scheduler.step()
+        if self.config.lr_schedule == "step":
+            self.scheduler.step()
         record.update(
             lr=lr,
             epoch_time_s=time.perf_counter() - t0,
@@ -519,9 +524,20 @@ class Trainer:
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
+        if self.config.lr_schedule == "cosine":
+            assert self.scheduler is not None
+            self.scheduler.step()
         out = {k: float(v) for k, v in metrics.items()}
         out["loss"] = float(loss.detach()) if self.context.is_distributed else value
         return out
+
+    def _steps_per_epoch(self) -> int:
+        """Optimisation steps of one epoch on this process (the same on every rank)."""
+        # shard_indices gives every rank ceil(n / world_size) samples.
+        n = math.ceil(self.train_images.shape[0] / self.context.world_size)
+        steps = math.ceil(n / self.config.batch_size)
+        cap = self.config.max_steps_per_epoch
+        return steps if cap is None else min(steps, cap)
 
     def _batch(self, images: Tensor, labels: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         x = images[idx.to(images.device)]
@@ -584,6 +600,36 @@ def _build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.lr_schedule == "step":
+        # Stepped once per epoch by the trainer.
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_decay)
+    # Stepped after every optimisation step: step t (0-based) of T runs at lr * cosine_factor(t).
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        functools.partial(cosine_factor, total=cfg.epochs * steps_per_epoch),
+    )
+
+
+def cosine_factor(step: int, total: int) -> float:
+    r"""The cosine schedule's learning-rate multiplier :math:`\tfrac12 (1 + \cos(\pi t / T))`.
+
+    Step ``t`` (0-based) of ``total`` steps runs at the base learning rate times this factor:
+    1 at the first step, falling to almost 0 at the last (``t = T - 1``).
+
+    References:
+        Loshchilov & Hutter (2017), *SGDR: Stochastic Gradient Descent with Warm Restarts*,
+        section 3, equation (5) with one cycle and :math:`\eta_{\min} = 0`.
+
+    Example:
+        >>> [round(cosine_factor(t, 4), 3) for t in range(4)]
+        [1.0, 0.854, 0.5, 0.146]
+    """
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 @contextlib.contextmanager

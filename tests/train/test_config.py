@@ -20,6 +20,8 @@ def test_defaults_are_the_paper_mnist_recipe() -> None:
     assert (cfg.max_shift, cfg.dequantize) == (3, True)
     assert (cfg.seed, cfg.device, cfg.eval_batch_size) == (0, "auto", 512)
     assert cfg.grad_clip is None and cfg.max_steps_per_epoch is None
+    assert cfg.lr_schedule == "step"
+    assert TrainConfig(lr_schedule="Cosine").lr_schedule == "cosine"
 
 
 def test_dict_round_trip_through_json() -> None:
@@ -63,6 +65,8 @@ def test_from_dict_fills_defaults_and_rejects_unknown_keys() -> None:
         {"grad_clip": float("inf")},
         {"max_steps_per_epoch": 0},
         {"momentum": 1.0},
+        {"lr_schedule": "onecycle"},
+        {"lr_schedule": None},
     ],
 )
 def test_invalid_values_raise_config_error(bad: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,11 +20,12 @@ from torch import Tensor, nn
 from preimage.errors import CheckpointError, ConfigError, DataError, ShapeError, TrainingError
 from preimage.nn import logits_of
 from preimage.train.augment import translate
-from preimage.train.checkpoint import load_checkpoint, read_checkpoint_metadata
+from preimage.train.checkpoint import load_checkpoint, read_checkpoint_metadata, save_checkpoint
 from preimage.train.config import TrainConfig
 from preimage.train.loop import (
     Callback,
     Trainer,
+    cosine_factor,
     cross_entropy_loss,
     derive_seed,
     epoch_permutation,
@@ -81,6 +83,78 @@ def test_matches_a_bare_pytorch_loop(mlp: Build, data: Data) -> None:
         "samples_per_s",
     }
     assert 0.0 <= final["train_accuracy"] <= 1.0 and final["samples_per_s"] > 0
+
+
+def test_cosine_schedule_matches_a_bare_pytorch_loop(mlp: Build, data: Data) -> None:
+    # 40 samples in batches of 16: 3 steps per epoch, T = 6 steps, each at its own lr.
+    cfg = config(epochs=2, batch_size=16, lr_schedule="cosine", max_shift=0, dequantize=False)
+    trainer = Trainer(mlp(), data, None, cfg, progress=False)
+    trainer.fit()
+
+    x, y = data
+    ref = mlp()
+    opt = torch.optim.Adamax(ref.parameters(), lr=1e-2, weight_decay=1e-4)
+    lrs = []
+    for epoch in range(2):
+        for i, idx in enumerate(epoch_permutation(40, seed=0, epoch=epoch).split(16)):
+            lr = 1e-2 * 0.5 * (1 + math.cos(math.pi * (3 * epoch + i) / 6))
+            lrs.append(lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad()
+            F.cross_entropy(ref(x[idx]), y[idx]).backward()
+            opt.step()
+
+    assert_same_state(trainer.model, ref)
+    assert [h["lr"] for h in trainer.history] == pytest.approx([lrs[0], lrs[3]])
+    assert lrs[0] == 1e-2 and lrs[-1] < 1e-3
+    assert cosine_factor(0, 6) == 1.0 and cosine_factor(3, 6) == pytest.approx(0.5)
+    assert cosine_factor(6, 6) == cosine_factor(9, 6) == 0.0
+
+
+def test_cosine_schedule_resumes_exactly_but_not_with_other_epochs(
+    mlp: Build, data: Data, tmp_path: Path
+) -> None:
+    class Stop(Callback):
+        def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    cosine = config(lr_schedule="cosine")
+    straight = Trainer(mlp(), data, None, cosine, progress=False)
+    straight.fit()
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(mlp(), data, None, cosine, out_dir=out, callbacks=[Stop()], progress=False).fit()
+    resumed = Trainer(mlp(), data, None, cosine, out_dir=out, progress=False)
+    resumed.fit(resume=True)
+    assert_same_state(resumed.model, straight.model)
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in straight.history]
+    # Under the cosine schedule more epochs would change the lr of every step already taken.
+    longer = config(epochs=5, lr_schedule="cosine")
+    with pytest.raises(ConfigError, match="different epochs"):
+        Trainer(mlp(), data, None, longer, out_dir=out, progress=False).fit(resume=True)
+
+
+def test_checkpoints_without_newer_config_fields_resume(
+    mlp: Build, data: Data, tmp_path: Path
+) -> None:
+    # A checkpoint written before lr_schedule existed trained with the step schedule.
+    old = Trainer(mlp(), data, None, config(epochs=1), out_dir=tmp_path, progress=False)
+    old.fit()
+    path = tmp_path / "checkpoints" / "last.safetensors"
+    state = load_checkpoint(path, model=mlp())
+    del state["config"]["lr_schedule"]
+    save_checkpoint(
+        path, model=old.model, optimizer=old.optimizer, scheduler=old.scheduler, state=state
+    )
+    assert "lr_schedule" not in json.loads(read_checkpoint_metadata(path)["state"])["config"]
+    cosine = config(epochs=2, lr_schedule="cosine")
+    with pytest.raises(ConfigError, match=r"different epochs, lr_schedule$"):
+        Trainer(mlp(), data, None, cosine, out_dir=tmp_path, progress=False).fit(resume=True)
+    resumed = Trainer(mlp(), data, None, config(epochs=2), out_dir=tmp_path, progress=False)
+    resumed.fit(resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
 
 
 def test_evaluate_matches_direct_computation(cnn: Build, data: Data) -> None:
