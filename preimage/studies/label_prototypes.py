@@ -133,10 +133,12 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "model's confidence in the label (figure 4(b)).",
     )
     study.check("B_prototype_match_rate", metrics["B_prototype_match_rate"], ">= 0.5")
-    study.check(
+    study.compare(
         "B_more_prototypical_than_A",
-        metrics["B_prototype_match_rate"],
+        metrics,
+        "B_prototype_match_rate",
+        ">",
+        "A_prototype_match_rate",
         "> A's match rate",
-        met=metrics["B_prototype_match_rate"] > metrics["A_prototype_match_rate"],
     )
     return study.finish(metrics)

@@ -155,16 +155,15 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         metrics[f"{name}_random_excess"] = metrics[f"{name}_random_train_accuracy"] - chance
     study.check("B_random_excess", metrics["B_random_excess"], "<= 0.01")
     study.check("A_random_excess", metrics["A_random_excess"], ">= 0.30")
-    study.check(
+    study.compare(
         "C_fits_random_better_than_B",
-        metrics["C_random_excess"],
+        metrics,
+        "C_random_excess",
+        ">",
+        "B_random_excess",
         "> B's excess",
-        met=metrics["C_random_excess"] > metrics["B_random_excess"],
     )
-    study.check(
-        "B_true_gap_smaller_than_A",
-        metrics["B_true_gap"],
-        "< A's gap",
-        met=metrics["B_true_gap"] < metrics["A_true_gap"],
+    study.compare(
+        "B_true_gap_smaller_than_A", metrics, "B_true_gap", "<", "A_true_gap", "< A's gap"
     )
     return study.finish(metrics)
