@@ -62,7 +62,7 @@ from preimage.nn import (
     Split,
     Squeeze,
 )
-from preimage.nn.base import check_batch, flat_dim
+from preimage.nn.base import FlatCodeModel, flat_dim
 from preimage.nn.classifier import SimplifiedReadout, check_code
 from preimage.nn.memory_saving import Grads
 
@@ -147,7 +147,7 @@ class FiRevNetConfig:
         return self.stage_blocks[stage]
 
 
-class FiRevNet(SimplifiedReadout, InvertibleModule):
+class FiRevNet(SimplifiedReadout, FlatCodeModel):
     r"""Fully invertible RevNet classifier; ``z_s`` = the first ``num_classes`` entries of ``z``.
 
     The bijection :math:`x \mapsto z`, :meth:`split`, :meth:`merge` and :meth:`inverse` never
@@ -298,17 +298,6 @@ class FiRevNet(SimplifiedReadout, InvertibleModule):
                 "preimage.data.embed_image, or use more stages)"
             )
         return CenterReadout(shape, self.num_classes)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map a batch to ``(z, logdet)`` with flat ``z`` of shape ``(batch, prod(in_shape))``."""
-        check_batch(self, x, self.in_shape, "FiRevNet")
-        z, logdet = self.net(x)
-        return z.reshape(x.shape[0], -1), logdet
-
-    def inverse(self, z: Tensor) -> Tensor:
-        """Map flat codes ``z`` of shape ``(batch, prod(in_shape))`` back to inputs."""
-        check_batch(self, z, (self.dim,), "FiRevNet.inverse")
-        return self.net.inverse(z)
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return (flat_dim(in_shape),)

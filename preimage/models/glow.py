@@ -41,7 +41,7 @@ from preimage.nn import (
     InvertibleSequential,
     LogitTransform,
 )
-from preimage.nn.base import Shape, check_batch, flat_dim
+from preimage.nn.base import FlatCodeModel, Shape, flat_dim
 
 __all__ = ["GlowFlow", "GlowFlowConfig"]
 
@@ -80,7 +80,7 @@ class GlowFlowConfig:
             LogitTransform(self.logit_alpha)  # validates the range with its one-line error
 
 
-class GlowFlow(GaussianDensity, InvertibleModule):
+class GlowFlow(GaussianDensity, FlatCodeModel):
     r"""Multi-scale coupling flow (Glow's step of flow) with a standard normal base.
 
     :math:`\log p(x) = \log \mathcal{N}(F(x); 0, I) + \log|\det J_F(x)|`, exact. Data
@@ -142,16 +142,6 @@ class GlowFlow(GaussianDensity, InvertibleModule):
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return (flat_dim(in_shape),)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map a batch to ``(z, logdet)`` with flat ``z`` of shape ``(batch, dim)``."""
-        check_batch(self, x, self.in_shape, "GlowFlow")
-        z, logdet = self.net(x)
-        return z.reshape(x.shape[0], -1), logdet
-
-    def inverse(self, z: Tensor) -> Tensor:
-        check_batch(self, z, (self.dim,), "GlowFlow.inverse")
-        return self.net.inverse(z)
 
     @torch.no_grad()
     def bits_per_dim(self, x: Tensor, *, levels: int = 256) -> BitsPerDim:

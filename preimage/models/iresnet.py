@@ -62,7 +62,7 @@ from preimage.nn import (
     Shape,
     conv_branch,
 )
-from preimage.nn.base import check_batch, flat_dim
+from preimage.nn.base import FlatCodeModel, check_batch, flat_dim
 from preimage.nn.classifier import SimplifiedReadout
 from preimage.nn.iresblock import InverseDiagnostics, LogdetMode
 from preimage.nn.spectral import converge_spectral
@@ -265,7 +265,7 @@ def block_settings(
                 setattr(block, key, value)
 
 
-class IResNetBase(InvertibleModule):
+class IResNetBase(FlatCodeModel):
     """Shared machinery: the body ``net``, its blocks, the inverse with tolerances, converge."""
 
     net: InvertibleSequential
@@ -298,12 +298,6 @@ class IResNetBase(InvertibleModule):
 
     def _check_input(self, x: Tensor) -> None:
         check_batch(self, x, self.in_shape, type(self).__name__)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map a batch to ``(z, logdet)`` with flat ``z`` of shape ``(batch, code_dim)``."""
-        self._check_input(x)
-        z, logdet = self.net(x)
-        return z.reshape(x.shape[0], -1), logdet
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return (self.code_dim,)

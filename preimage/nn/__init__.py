@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from preimage.nn.actnorm import ActNorm
-from preimage.nn.base import InvertibleModule, InvertibleSequential, Shape
+from preimage.nn.base import FlatCodeModel, InvertibleModule, InvertibleSequential, Shape
 from preimage.nn.classifier import BijectiveClassifier, Classifier, logits_of, model_output
 from preimage.nn.conv1x1 import InvConv1x1
 from preimage.nn.coupling import AdditiveCoupling, AffineCoupling, conv_subnet, mlp_subnet
@@ -30,6 +30,7 @@ __all__ = [
     "Classifier",
     "DCT2d",
     "DCTReadout",
+    "FlatCodeModel",
     "Flatten",
     "IResBlock",
     "InjectivePad",

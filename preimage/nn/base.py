@@ -21,6 +21,7 @@ from preimage.errors import ConfigError, DTypeError, ShapeError
 from preimage.nn.memory_saving import Grads, leaf_blocker, memory_saving_forward, recompute_leaf
 
 __all__ = [
+    "FlatCodeModel",
     "InvertibleModule",
     "InvertibleSequential",
     "Shape",
@@ -293,3 +294,41 @@ def check_batch(module: nn.Module, x: Tensor, sample_shape: Shape | None, who: s
         raise DTypeError(
             f"{who} got {name} inputs but its parameters are {own}; convert one of them (x.to(...))"
         )
+
+
+class FlatCodeModel(InvertibleModule):
+    """A whole model: a body ``net`` from inputs of ``in_shape`` to flat codes of ``code_dim``.
+
+    The model classes (fi-RevNet, i-ResNet, Glow) differ in their body; around it they do the
+    same: refuse a batch of the wrong sample shape or dtype with a typed error naming the
+    class, and hand back codes as ``(batch, code_dim)`` whatever the body's readout leaves.
+    Subclasses set ``in_shape``, ``code_dim`` and ``net`` in ``__init__``.
+
+    Example:
+        >>> import torch
+        >>> from preimage.models import GlowFlow
+        >>> flow = GlowFlow((1, 4, 4), stages=1, blocks_per_stage=1, hidden=4)
+        >>> z, logdet = flow(torch.rand(3, 1, 4, 4))
+        >>> z.shape, flow.inverse(z).shape
+        (torch.Size([3, 16]), torch.Size([3, 1, 4, 4]))
+        >>> try:
+        ...     flow.inverse(torch.zeros(3, 15))
+        ... except ShapeError as err:
+        ...     print(err)
+        GlowFlow.inverse expects inputs of shape (batch, 16), got (3, 15)
+    """
+
+    in_shape: Shape
+    code_dim: int
+    net: InvertibleModule
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map a batch to ``(z, logdet)`` with flat ``z`` of shape ``(batch, code_dim)``."""
+        check_batch(self, x, self.in_shape, type(self).__name__)
+        z, logdet = self.net(x)
+        return z.reshape(x.shape[0], -1), logdet
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """Map flat codes ``z`` of shape ``(batch, code_dim)`` back to inputs."""
+        check_batch(self, z, (self.code_dim,), f"{type(self).__name__}.inverse")
+        return self.net.inverse(z)

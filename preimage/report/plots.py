@@ -349,9 +349,9 @@ def _draw_mosaic(
     cmap: str,
     vmin: float,
     vmax: float,
-    row_labels: Sequence[str] | None,
-    col_labels: Sequence[str] | None,
     cell_inches: float,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
 ) -> Any:
     if mosaic.array.ndim == 2:
         colormap = colormaps[cmap].with_extremes(bad="white")
@@ -601,8 +601,6 @@ def reconstruction_figure(
             cmap=cmap,
             vmin=lo,
             vmax=hi,
-            row_labels=None,
-            col_labels=None,
             cell_inches=cell,
         )
         ax.set_ylabel(label)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,12 +24,15 @@ from preimage.data.registry import DatasetSplit, load_dataset
 from preimage.data.subsets import mnist_3v7
 from preimage.data.svhn import SVHN_FILES, load_svhn
 from preimage.errors import ConfigError
+from preimage.models.svhn_cnn import SVHNCNN
 from preimage.studies.base import StudyConfig
-from preimage.train import TrainConfig
+from preimage.studies.kit import StudyRun
+from preimage.train import TrainConfig, Trainer
 
 __all__ = [
     "WeightDecayCNNConfig",
     "digits_32",
+    "fit_table3_cnn",
     "information_plane_figure",
     "recipe",
     "subsample",
@@ -50,6 +53,36 @@ def recipe(**overrides: Any) -> TrainConfig:
         "dequantize": False,
     }
     return TrainConfig(**{**base, **overrides})
+
+
+def fit_table3_cnn(
+    study: StudyRun,
+    recipe: TrainConfig,
+    train: Pair,
+    test: Pair,
+    *,
+    weight_decay: float,
+    batch_norm: bool = False,
+    progress: bool = True,
+) -> tuple[SVHNCNN, Trainer, dict[str, Any]]:
+    r"""Train one variant of the table-3 CNN on ``train`` from the study's seed.
+
+    The variants of Galloway et al. differ in two switches only: A has neither, B adds
+    ``weight_decay`` (:math:`\lambda`), C adds ``batch_norm`` as well. Every variant starts
+    from the same seed, so that they differ in those switches and not in their initialisation.
+
+    Returns:
+        The trained model, its trainer (for further evaluation) and the final epoch's record.
+
+    References:
+        Galloway et al. (2018), *A Rate-Distortion Theory of Adversarial Examples*, section 4.3
+        and table 3.
+    """
+    study.seed()
+    model = SVHNCNN(tuple(train[0].shape[1:]), 10, batch_norm=batch_norm)
+    schedule = replace(recipe, weight_decay=weight_decay)
+    trainer = Trainer(model, train, test, schedule, progress=progress)
+    return model, trainer, trainer.fit()
 
 
 def subsample(split: DatasetSplit, n: int | None, seed: int) -> Pair:

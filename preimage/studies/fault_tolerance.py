@@ -40,7 +40,7 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,10 +53,8 @@ from preimage.analysis.fault_tolerance import (
     label_information_curve,
 )
 from preimage.attacks.unbounded import UnboundedGradientAttack, gaussian_noise_at_snr
-from preimage.models.svhn_cnn import SVHNCNN
-from preimage.studies._rate_distortion_common import WeightDecayCNNConfig
+from preimage.studies._rate_distortion_common import WeightDecayCNNConfig, fit_table3_cnn
 from preimage.studies.kit import StudyRun, study_entry
-from preimage.train import Trainer
 
 __all__ = ["Config", "run"]
 
@@ -134,14 +132,19 @@ def _figure(curves: dict[str, dict[str, dict[str, np.ndarray]]], key: str, label
 def run(study: StudyRun, config: Config) -> dict[str, Any]:
     gen = study.seed()
     (x, y), (xt, yt), dataset = config.digits(config.n_eval)
-    train = replace(config.train, weight_decay=config.weight_decay)
     definition: Any = config.snr_definition
     curves: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     metrics: dict[str, Any] = {"dataset": dataset}
     for name, batch_norm in (("B", False), ("C", True)):
-        study.seed()
-        model = SVHNCNN(tuple(x.shape[1:]), 10, batch_norm=batch_norm)
-        final = Trainer(model, (x, y), (xt, yt), train, progress=config.progress).fit()
+        model, _, final = fit_table3_cnn(
+            study,
+            config.train,
+            (x, y),
+            (xt, yt),
+            weight_decay=config.weight_decay,
+            batch_norm=batch_norm,
+            progress=config.progress,
+        )
         metrics[f"{name}_test_accuracy"] = final["test_accuracy"]
         x_eval, y_eval = xt.to(study.device), yt.to(study.device)
         curves[name] = {}

@@ -177,7 +177,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "BN < ReLU < tanh",
         met=order[0] < order[1] < order[2],
     )
-    bn, relu = (metrics[f"{m}_converged_log10_snr_spread_hidden"] for m in ("bn", "relu"))
-    study.check("bn_layers_collapse", bn, "< ReLU spread (hidden layers)", met=bn < relu)
+    bn, relu = (f"{m}_converged_log10_snr_spread_hidden" for m in ("bn", "relu"))
+    study.compare("bn_layers_collapse", metrics, bn, "<", relu, "< ReLU spread (hidden layers)")
     np.savez(study.path / "snr.npz", **arrays)
     return study.finish(metrics)

@@ -181,10 +181,12 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         metrics["true_compression_last_bits"],
         f">= {MIN_COMPRESSION_BITS}",
     )
-    study.check(
+    study.compare(
         "random_compresses_less",
-        metrics["random_compression_last_bits"],
+        metrics,
+        "random_compression_last_bits",
+        "<",
+        "true_compression_last_bits",
         "< true-label compression",
-        met=metrics["random_compression_last_bits"] < metrics["true_compression_last_bits"],
     )
     return study.finish(metrics)

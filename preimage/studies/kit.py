@@ -86,10 +86,15 @@ def goal_met(value: Any, goal: str) -> bool:
                 bound = float(text[len(symbol) :].split()[0])
             except (ValueError, IndexError):
                 break
-            if value is None or (isinstance(value, float) and math.isnan(value)):
+            if _missing(value):
                 return False
             return bool(_COMPARATORS[symbol](float(value), bound))
     raise ConfigError(f"goal {goal!r} is not '<op> number'; pass met= explicitly")
+
+
+def _missing(value: Any) -> bool:
+    """Whether a measured value is absent (``None``) or NaN, so that it meets no goal."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +251,29 @@ class StudyRun:
         target = Target(name, value, goal, bool(met))
         self.targets.append(target)
         return target
+
+    def compare(
+        self, name: str, metrics: Mapping[str, Any], key: str, op: str, other: str, goal: str
+    ) -> Target:
+        """Record the target ``metrics[key] <op> metrics[other]`` (``op`` one of ``<=``,
+        ``>=``, ``<``, ``>``, ``==``, ``!=``), with ``metrics[key]`` as its value.
+
+        For goals that compare two measured values, e.g. "B's gap is smaller than A's":
+        naming both keys once keeps the reported value and the comparison on the same metric.
+        A NaN or ``None`` on either side meets no goal, as in :func:`goal_met`.
+
+        Example:
+            >>> import tempfile
+            >>> from preimage.studies.base import StudyConfig
+            >>> study = StudyRun("t", StudyConfig(), tempfile.mkdtemp(), echo=False)
+            >>> study.compare("b_below_a", {"a": 0.3, "b": 0.1}, "b", "<", "a", "< A").met
+            True
+        """
+        if op not in _COMPARATORS:
+            raise ConfigError(f"unknown comparison {op!r}; use one of {', '.join(_COMPARATORS)}")
+        value, bound = metrics[key], metrics[other]
+        met = not any(_missing(v) for v in (value, bound)) and bool(_COMPARATORS[op](value, bound))
+        return self.check(name, value, goal, met=met)
 
     def finish(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """Write ``metrics.json`` and ``report.html``, print the summary, return the metrics.

@@ -22,18 +22,16 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from preimage.attacks.unbounded import class_prototypes
-from preimage.models.svhn_cnn import SVHNCNN
 from preimage.report.plots import image_grid
-from preimage.studies._rate_distortion_common import WeightDecayCNNConfig
+from preimage.studies._rate_distortion_common import WeightDecayCNNConfig, fit_table3_cnn
 from preimage.studies.kit import StudyRun, study_entry
-from preimage.train import Trainer
 
 __all__ = ["Config", "prototype_match_rate", "run"]
 
@@ -96,10 +94,9 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
     metrics: dict[str, Any] = {"dataset": dataset}
     rows, labels = [], []
     for name, wd in (("A", 0.0), ("B", config.weight_decay)):
-        study.seed()
-        model = SVHNCNN(tuple(x.shape[1:]), 10)
-        train = replace(config.train, weight_decay=wd)
-        final = Trainer(model, (x, y), test, train, progress=config.progress).fit()
+        model, _, final = fit_table3_cnn(
+            study, config.train, (x, y), test, weight_decay=wd, progress=config.progress
+        )
         protos, steps, conf = class_prototypes(
             model,
             x.mean(0).to(study.device),
@@ -133,10 +130,12 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "model's confidence in the label (figure 4(b)).",
     )
     study.check("B_prototype_match_rate", metrics["B_prototype_match_rate"], ">= 0.5")
-    study.check(
+    study.compare(
         "B_more_prototypical_than_A",
-        metrics["B_prototype_match_rate"],
+        metrics,
+        "B_prototype_match_rate",
+        ">",
+        "A_prototype_match_rate",
         "> A's match rate",
-        met=metrics["B_prototype_match_rate"] > metrics["A_prototype_match_rate"],
     )
     return study.finish(metrics)

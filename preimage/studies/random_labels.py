@@ -39,17 +39,16 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from preimage.models.svhn_cnn import SVHNCNN
-from preimage.studies._rate_distortion_common import digits_32, recipe
+from preimage.studies._rate_distortion_common import digits_32, fit_table3_cnn, recipe
 from preimage.studies.base import StudyConfig
 from preimage.studies.kit import StudyRun, study_entry
-from preimage.train import TrainConfig, Trainer
+from preimage.train import TrainConfig
 
 __all__ = ["Config", "run"]
 
@@ -102,11 +101,15 @@ def _fit(
     weight_decay: float,
 ) -> tuple[float, float]:
     """Train one table-3 CNN from the study's seed; (train accuracy, test accuracy)."""
-    study.seed()
-    model = SVHNCNN(tuple(data[0].shape[1:]), 10, batch_norm=batch_norm)
-    train_config = replace(config.train, weight_decay=weight_decay)
-    trainer = Trainer(model, data, test, train_config, progress=config.progress)
-    final = trainer.fit()
+    _, trainer, final = fit_table3_cnn(
+        study,
+        config.train,
+        data,
+        test,
+        weight_decay=weight_decay,
+        batch_norm=batch_norm,
+        progress=config.progress,
+    )
     return trainer.evaluate(*data)["accuracy"], final["test_accuracy"]
 
 
@@ -155,16 +158,15 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         metrics[f"{name}_random_excess"] = metrics[f"{name}_random_train_accuracy"] - chance
     study.check("B_random_excess", metrics["B_random_excess"], "<= 0.01")
     study.check("A_random_excess", metrics["A_random_excess"], ">= 0.30")
-    study.check(
+    study.compare(
         "C_fits_random_better_than_B",
-        metrics["C_random_excess"],
+        metrics,
+        "C_random_excess",
+        ">",
+        "B_random_excess",
         "> B's excess",
-        met=metrics["C_random_excess"] > metrics["B_random_excess"],
     )
-    study.check(
-        "B_true_gap_smaller_than_A",
-        metrics["B_true_gap"],
-        "< A's gap",
-        met=metrics["B_true_gap"] < metrics["A_true_gap"],
+    study.compare(
+        "B_true_gap_smaller_than_A", metrics, "B_true_gap", "<", "A_true_gap", "< A's gap"
     )
     return study.finish(metrics)

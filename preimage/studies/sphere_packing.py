@@ -215,10 +215,12 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "plain, batch-norm and batch-norm-without-affine networks (rows) over epochs (figure 6).",
     )
     for key in ("inter_cluster", "cluster_radius"):
-        study.check(
+        study.compare(
             f"bn_{key}_larger",
-            metrics[f"bn_{key}"],
+            metrics,
+            f"bn_{key}",
+            ">",
+            f"plain_{key}",
             f"> plain ({metrics[f'plain_{key}']:.3g})",
-            met=metrics[f"bn_{key}"] > metrics[f"plain_{key}"],
         )
     return study.finish(metrics)

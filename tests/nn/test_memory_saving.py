@@ -29,6 +29,7 @@ from preimage.nn import (
     CenterReadout,
     DCT2d,
     DCTReadout,
+    FlatCodeModel,
     Flatten,
     InjectivePad,
     InvConv1x1,
@@ -84,7 +85,7 @@ CASES: dict[type, Case] = {
 }
 UNIT_INTERVAL: set[type] = {LogitTransform}
 """Blocks defined on [0, 1] data only: their inputs are drawn there."""
-ABSTRACT: set[type] = {IResNetBase}
+ABSTRACT: set[type] = {FlatCodeModel, IResNetBase}
 """Shared bases that are never built alone; their subclasses have cases."""
 
 

@@ -49,6 +49,7 @@ from preimage.nn import (
     CenterReadout,
     DCT2d,
     DCTReadout,
+    FlatCodeModel,
     Flatten,
     InjectivePad,
     InvConv1x1,
@@ -412,7 +413,7 @@ NON_INVERTIBLE_MODELS = {
 
 
 # Shared machinery that is never built on its own (its subclasses have cases).
-ABSTRACT: set[type] = {IResNetBase}
+ABSTRACT: set[type] = {FlatCodeModel, IResNetBase}
 
 
 def test_every_block_and_model_has_a_case() -> None:

@@ -54,3 +54,19 @@ def test_study_entry_opens_the_run_and_checks_before_it(tmp_path) -> None:
     with pytest.raises(ConfigError, match="odd seed"):
         run(StudyConfig(seed=1, device="cpu"), tmp_path / "b")
     assert checked == [0, 1] and not (tmp_path / "b").exists()
+
+
+def test_compare_checks_one_metric_against_another(tmp_path) -> None:
+    study = StudyRun("toy-compare", StudyConfig(device="cpu"), tmp_path, echo=False)
+    metrics = {"a": 0.3, "b": 0.1, "gap": float("nan")}
+    assert study.compare("b_below_a", metrics, "b", "<", "a", "< A") == Target(
+        "b_below_a", 0.1, "< A", True
+    )
+    assert not study.compare("a_below_b", metrics, "a", "<=", "b", "<= B").met
+    # A NaN on either side meets no goal, not even one that NaN comparisons would satisfy.
+    assert not study.compare("gap_differs", metrics, "gap", "!=", "a", "!= A").met
+    assert not study.compare("a_differs", metrics, "a", "!=", "gap", "!= gap").met
+    with pytest.raises(ConfigError, match="unknown comparison"):
+        study.compare("bad", metrics, "a", "<<", "b", "<< B")
+    with pytest.raises(KeyError):
+        study.compare("missing", metrics, "a", "<", "c", "< C")
