@@ -44,8 +44,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
+from torch import Tensor
 
 from preimage.analysis.fault_tolerance import (
     falling_phase_spearman,
@@ -121,6 +123,48 @@ def _figure(curves: dict[str, dict[str, dict[str, np.ndarray]]], key: str, label
     return fig
 
 
+def _noise_curves(
+    model: torch.nn.Module, x: Tensor, y: Tensor, config: Config, gen: torch.Generator
+) -> dict[str, dict[str, np.ndarray]]:
+    """Accuracy and I(T;Y) against the SNR along both attacks' paths and for Gaussian noise."""
+    definition: Any = config.snr_definition
+    curves = {}
+    for noise, norm, step in (("L2", "l2", config.l2_step), ("Linf", "linf", config.linf_step)):
+        attack = UnboundedGradientAttack(
+            norm=norm, step=step, steps=config.attack_steps, record_every=config.record_every
+        )
+        trajectory = attack(model, x, y).extras["trajectory"][1:]
+        curves[noise] = label_information_curve(
+            model, x, y, list(trajectory), definition=definition
+        )
+    noisy = [
+        gaussian_noise_at_snr(x, s, definition=definition, generator=gen) for s in config.gauss_snrs
+    ]
+    curves["Gauss"] = label_information_curve(model, x, y, noisy, definition=definition)
+    return curves
+
+
+def _l2_summary(curves: dict[str, dict[str, dict[str, np.ndarray]]], y: Tensor) -> dict[str, Any]:
+    """The targets' figures: B's monotone fall under L2 and B's information above C's."""
+    b_l2 = curves["B"]["L2"]
+    chance = float(np.bincount(y.numpy(), minlength=10).max()) / len(y)
+    rho, n_falling = falling_phase_spearman(b_l2, chance)
+    rho_all = spearmanr(b_l2["snr_db"], b_l2["i_ty_bits"]).statistic
+    lo = max(np.min(curves[m]["L2"]["snr_db"]) for m in curves)
+    hi = min(np.max(curves[m]["L2"]["snr_db"]) for m in curves)
+    grid = np.linspace(lo, hi, 25)
+    diff = interpolate_on_snr(curves["B"]["L2"], grid) - interpolate_on_snr(curves["C"]["L2"], grid)
+    return {
+        "chance_accuracy": chance,
+        "B_L2_spearman_snr_information": rho,
+        "B_L2_falling_phase_points": n_falling,
+        "B_L2_spearman_snr_information_all": (
+            float(rho_all) if np.isfinite(rho_all) else float("nan")
+        ),
+        "B_minus_C_L2_information_bits": float(np.nanmean(diff)) if lo < hi else float("nan"),
+    }
+
+
 @study_entry(
     "fault-tolerance",
     title="Fault tolerance: I(T;Y) against the SNR of adversarial and Gaussian noise",
@@ -132,7 +176,6 @@ def _figure(curves: dict[str, dict[str, dict[str, np.ndarray]]], key: str, label
 def run(study: StudyRun, config: Config) -> dict[str, Any]:
     gen = study.seed()
     (x, y), (xt, yt), dataset = config.digits(config.n_eval)
-    definition: Any = config.snr_definition
     curves: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     metrics: dict[str, Any] = {"dataset": dataset}
     for name, batch_norm in (("B", False), ("C", True)):
@@ -146,23 +189,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
             progress=config.progress,
         )
         metrics[f"{name}_test_accuracy"] = final["test_accuracy"]
-        x_eval, y_eval = xt.to(study.device), yt.to(study.device)
-        curves[name] = {}
-        for noise, norm, step in (("L2", "l2", config.l2_step), ("Linf", "linf", config.linf_step)):
-            attack = UnboundedGradientAttack(
-                norm=norm, step=step, steps=config.attack_steps, record_every=config.record_every
-            )
-            trajectory = attack(model, x_eval, y_eval).extras["trajectory"][1:]
-            curves[name][noise] = label_information_curve(
-                model, x_eval, y_eval, list(trajectory), definition=definition
-            )
-        noisy = [
-            gaussian_noise_at_snr(x_eval, s, definition=definition, generator=gen)
-            for s in config.gauss_snrs
-        ]
-        curves[name]["Gauss"] = label_information_curve(
-            model, x_eval, y_eval, noisy, definition=definition
-        )
+        curves[name] = _noise_curves(model, xt.to(study.device), yt.to(study.device), config, gen)
         for noise, c in curves[name].items():
             metrics[f"{name}_{noise}_min_snr_db"] = float(np.min(c["snr_db"]))
             metrics[f"{name}_{noise}_final_accuracy"] = float(c["accuracy"][-1])
@@ -177,21 +204,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "accuracy_vs_snr",
         "Accuracy against the SNR for the same noises.",
     )
-    b_l2 = curves["B"]["L2"]
-    chance = float(np.bincount(yt.numpy(), minlength=10).max()) / len(yt)
-    rho, n_falling = falling_phase_spearman(b_l2, chance)
-    rho_all = spearmanr(b_l2["snr_db"], b_l2["i_ty_bits"]).statistic
-    metrics["chance_accuracy"] = chance
-    metrics["B_L2_spearman_snr_information"] = rho
-    metrics["B_L2_falling_phase_points"] = n_falling
-    metrics["B_L2_spearman_snr_information_all"] = (
-        float(rho_all) if np.isfinite(rho_all) else float("nan")
-    )
-    lo = max(np.min(curves[m]["L2"]["snr_db"]) for m in curves)
-    hi = min(np.max(curves[m]["L2"]["snr_db"]) for m in curves)
-    grid = np.linspace(lo, hi, 25)
-    diff = interpolate_on_snr(curves["B"]["L2"], grid) - interpolate_on_snr(curves["C"]["L2"], grid)
-    metrics["B_minus_C_L2_information_bits"] = float(np.nanmean(diff)) if lo < hi else float("nan")
+    metrics.update(_l2_summary(curves, yt))
     study.check("B_L2_spearman_snr_information", metrics["B_L2_spearman_snr_information"], ">= 0.9")
     study.check("B_minus_C_L2_information_bits", metrics["B_minus_C_L2_information_bits"], "> 0")
     np.savez(

@@ -173,11 +173,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         )
         rows.append(_row(name, metrics))
     study.table(rows, title="Features of InvNet and RegInvNet (paper AUC: 0.81 and 0.99)")
-    study.figure(_statistics_figure(stats, config.digit), "features", _STATS_CAPTION)
-    study.figure(_roc_figure(rocs), "roc", "Figure 3: micro/macro ROC of one entry per digit.")
-    study.figure(_auc_curve_figure(curves), "auc_curve", _CURVE_CAPTION)
-    study.figure(_all_digits_figure(stats), "features_all_digits", _ALL_CAPTION)
-    study.figure(_histogram(hist, config.digit), "histogram", _HIST_CAPTION)
+    _figures(study, stats, rocs, curves, hist, config.digit)
     auc = min(metrics["reginvnet_auc_micro"], metrics["reginvnet_auc_macro"])
     gain = min(
         metrics["reginvnet_auc_micro"] - metrics["invnet_auc_micro"],
@@ -187,6 +183,22 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
     study.check("reginvnet_auc", auc, f">= {MIN_AUC} (min of micro, macro)")
     study.check("auc_gain", gain, f">= {MIN_AUC_GAIN} (RegInvNet - InvNet)")
     return study.finish(metrics)
+
+
+def _figures(
+    study: StudyRun,
+    stats: Mapping[str, list[Any]],
+    rocs: Mapping[str, EntryRoc],
+    curves: Mapping[str, _AucCurve],
+    hist: Mapping[str, np.ndarray],
+    digit: int,
+) -> None:
+    """The paper's figures 2, 3 and 6, the AUC per epoch and the histogram of one digit."""
+    study.figure(_statistics_figure(stats, digit), "features", _STATS_CAPTION)
+    study.figure(_roc_figure(rocs), "roc", "Figure 3: micro/macro ROC of one entry per digit.")
+    study.figure(_auc_curve_figure(curves), "auc_curve", _CURVE_CAPTION)
+    study.figure(_all_digits_figure(stats), "features_all_digits", _ALL_CAPTION)
+    study.figure(_histogram(hist, digit), "histogram", _HIST_CAPTION)
 
 
 _STATS_CAPTION = (
