@@ -163,7 +163,7 @@ class SyntheticTmaConfig:
 
 
 TMA_PRESETS: dict[str, SyntheticTmaConfig] = {
-    "adsq": SyntheticTmaConfig(),
+    "adsq": SyntheticTmaConfig(log_fold=0.23),
     "lp": SyntheticTmaConfig(n_cores=336, n_spots=27475, roi_only=False, log_fold=0.4),
     "tiny": SyntheticTmaConfig(
         n_tmas=8,
@@ -180,12 +180,17 @@ TMA_PRESETS: dict[str, SyntheticTmaConfig] = {
 whole cores), both on 12 TMAs and m/z 600-5000 (26 994 bins, close to the thesis' d = 27 286),
 and ``tiny`` (384 spectra, 1 840 bins, a strong signal) for tests.
 
-The class effect of ``adsq`` (20 of 80 proteins, log fold change 0.3) was calibrated once so that
-the ROC/LDA baseline on a 1 200-spectrum, 96-core subset in m/z 1000-1400 (the first
-``ims-classify`` ``cpu`` data; the budget now draws the whole hierarchy there) lands near the
-thesis' ADSQ baseline (best K: 0.787 spot, 0.860 core; measured 0.796 and 0.866,
-BENCHMARKS.md); ``lp`` takes a larger fold change (0.4) because the thesis' LP baseline is
-about 5 points higher, without a calibration run of its own."""
+The class effect of ``adsq`` (20 of 80 proteins, log fold change 0.23) is calibrated so that the
+ROC/LDA baseline on the data the ``ims-classify`` ``cpu`` budget draws (the whole hierarchy of
+4 672 spectra on 228 cores, as the thesis' ADSQ data, in m/z 1000-1400) lands at the thesis'
+ADSQ baseline (figure 7.5, best K: 0.787 spot, 0.860 core; measured 0.785 and 0.862,
+BENCHMARKS.md, issue 16, third pass). An earlier calibration (log fold change 0.3) had been
+made on a 1 200-spectrum, 96-core subset (0.796 / 0.866 there) and put the baseline at 0.868 /
+0.947 on the whole hierarchy, 8 points above the thesis: more training cores make the same
+effect easier to find. The value was chosen from the baseline's figures alone (log fold changes
+0.18-0.30 scanned with ROC/LDA only), before any IsotopeNet result on the new data was seen. ``lp``
+takes a larger fold change (0.4) because the thesis' LP baseline is about 5 points higher,
+without a calibration run of its own."""
 
 
 def tof_edges(mz_lo: float, mz_hi: float, n_bins: int) -> np.ndarray:

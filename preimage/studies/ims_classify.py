@@ -32,7 +32,9 @@ an augmentation the thesis does not use: it encodes the peak mis-alignment it na
 7.3.2, "mis-alignment of peaks"; section 7.5, "small mass mis-alignments") and the calibration
 differences between measurements (TMAs), across which the grouped cross-validation transfers;
 a random gain (``iso.gain_sd``), fractional shifts of up to 2 bins and an inner validation split
-for choosing the epoch did not help (probes in BENCHMARKS.md). The ``paper`` budget restores
+for choosing the epoch did not help, nor did weight averaging (EMA, SWA), label smoothing, batch
+16 or 64, a step size of :math:`3 \cdot 10^{-3}` or test-time shifts at both levels (probes in
+BENCHMARKS.md, issue 16, second and third pass). The ``paper`` budget restores
 table A.2 (constant step size, no augmentation) and the full data. Table A.2's
 :math:`\lambda` is applied as Keras' ``l2(\lambda)`` kernel regulariser,
 :math:`\lambda\sum\lVert W\rVert^2` over the convolution, locally connected and dense kernels

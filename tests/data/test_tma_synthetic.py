@@ -69,3 +69,11 @@ def test_class_signal_switch() -> None:
         synthetic_tma("huge")
     with pytest.raises(ConfigError):
         synthetic_tma("tiny", n_tmas=40)
+
+
+def test_null_data_do_not_depend_on_the_fold_change() -> None:
+    # The class effect's size draws no random numbers of its own, so recalibrating log_fold
+    # leaves the null (class_signal=0) data, and the no-leakage runs on them, unchanged.
+    null = synthetic_tma("tiny", seed=3, class_signal=0.0)
+    assert synthetic_tma("tiny", seed=3, class_signal=0.0, log_fold=0.23) == null
+    assert synthetic_tma("tiny", seed=3, log_fold=0.23) != synthetic_tma("tiny", seed=3)
