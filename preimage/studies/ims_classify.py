@@ -285,21 +285,17 @@ def _builder(config: Config, name: str, n_bins: int) -> Any:
     raise ConfigError(f"unknown model {name!r}; use isotopenet or residualnet")
 
 
-@study_entry(
-    "ims-classify",
-    title="IMS tumour typing (thesis ch. 7)",
-    intro=_INTRO,
-)
-def run(study: StudyRun, config: Config) -> dict[str, Any]:
-    """Run the study into ``out_dir`` and return its metrics."""
-    study.seed()
-    data = _data(config)
-    if not np.array_equal(np.unique(data.label), [0, 1]):
-        raise ConfigError("ims-classify needs labels 0 and 1 for every spot (see metadata=)")
+def _roc_lda(
+    data: ImsDataset, folds: list[tuple[np.ndarray, np.ndarray]], k_step: int
+) -> tuple[dict[str, Any], list[float]]:
+    """The data's sizes, the folds' TMA overlap and ROC/LDA at every K (worst and best).
+
+    Returns:
+        The metrics and the per-fold spot scores of the best K (for the box plot).
+    """
     x, y, core = data.spectra, data.label, data.core
-    folds = tma_folds(data.tma, config.n_folds, seed=config.seed)
     shared = max(len(set(data.tma[tr]) & set(data.tma[te])) for tr, te in folds)
-    ks = list(range(5, min(100, data.n_bins) + 1, config.k_step))
+    ks = list(range(5, min(100, data.n_bins) + 1, k_step))
     roc = cross_validate_roc_lda(x, y, folds, ks)
     roc_spot = {k: cv.spot_accuracy(y) for k, cv in roc.items()}
     roc_core = {k: cv.core_accuracy(y, core) for k, cv in roc.items()}
@@ -316,7 +312,24 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
         "roclda_core_best": max(roc_core.values()),
         "roclda_best_k": best_k,
     }
-    per_fold = {"roclda": fold_scores(roc[best_k].predictions, y, core, folds)[0]}
+    return metrics, fold_scores(roc[best_k].predictions, y, core, folds)[0]
+
+
+@study_entry(
+    "ims-classify",
+    title="IMS tumour typing (thesis ch. 7)",
+    intro=_INTRO,
+)
+def run(study: StudyRun, config: Config) -> dict[str, Any]:
+    """Run the study into ``out_dir`` and return its metrics."""
+    study.seed()
+    data = _data(config)
+    if not np.array_equal(np.unique(data.label), [0, 1]):
+        raise ConfigError("ims-classify needs labels 0 and 1 for every spot (see metadata=)")
+    x, y, core = data.spectra, data.label, data.core
+    folds = tma_folds(data.tma, config.n_folds, seed=config.seed)
+    metrics, roc_folds = _roc_lda(data, folds, config.k_step)
+    per_fold = {"roclda": roc_folds}
     sensitivity = None
     for name in config.models:
         spot, per_core, boxes = [], [], []
