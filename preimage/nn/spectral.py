@@ -176,6 +176,12 @@ def conv2d_adjoint(
         h - ((y.shape[-2] - 1) * stride - 2 * padding + k_h),
         w - ((y.shape[-1] - 1) * stride - 2 * padding + k_w),
     )
+    if stride == 1 and padding < min(k_h, k_w):
+        # The same map as a convolution with the flipped, channel-swapped kernel: on a CPU
+        # torch runs single-image transposed convolutions through a slow im2col path, several
+        # times slower than the convolution (the power and Lanczos steps are single images).
+        flipped = weight.flip(-2, -1).transpose(0, 1)
+        return F.conv2d(y, flipped, padding=(k_h - 1 - padding, k_w - 1 - padding))
     return F.conv_transpose2d(y, weight, stride=stride, padding=padding, output_padding=out_pad)
 
 
