@@ -134,7 +134,11 @@ def conv2d_adjoint(
     A strided convolution maps several input sizes to the same output size, so the transposed
     convolution needs ``output_padding`` to land on the right one. For circular padding the
     transposed convolution lands on the padded canvas and the wrapped borders are folded back
-    (the adjoint of periodic padding adds them to the opposite side).
+    (the adjoint of periodic padding adds them to the opposite side). With stride 1 and zero
+    padding :math:`p < k` the adjoint is also the convolution with the spatially flipped,
+    channel-swapped kernel and padding :math:`k - 1 - p`, which is what runs then: the same
+    map, but on a CPU torch sends single-image transposed convolutions (each power or Lanczos
+    step) through a slower path (BENCHMARKS.md, ``iresnet-mnist-classify`` timing).
 
     Args:
         y: batch ``(B, C_out, H', W')`` in the output space.

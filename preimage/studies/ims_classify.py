@@ -43,6 +43,10 @@ parameter instead, which pulls batch-norm scales to zero: at :math:`\lambda = 0.
 IsotopeNet to a constant prediction). Network and block conventions are those of
 :mod:`preimage.models.isotopenet`.
 
+``-o task=lp`` keeps these settings on six times the spectra (27 475), so IsotopeNet's 20 epochs
+alone take over an hour of one core there; ``-o iso.epochs=12 -o repeats=1 -o
+models=isotopenet`` runs in about 20 minutes (figures: BENCHMARKS.md, issue 16, fourth pass).
+
 References:
     Behrmann (thesis), *Invertibility and Domain Knowledge*, sections 7.2-7.4, tables 7.1, 7.2,
     A.1, A.2 and figures 7.3-7.5.

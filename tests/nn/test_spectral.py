@@ -163,6 +163,25 @@ def test_adjoint_matches_autograd_transpose(
     assert torch.allclose(conv2d_adjoint(cot, weight, input_size=(h, w), **kw), vjp)
 
 
+@pytest.mark.parametrize(
+    ("k_h", "k_w", "pad"),
+    [(1, 1, 0), (2, 2, 1), (3, 3, 0), (3, 3, 1), (3, 3, 2), (5, 3, 2), (3, 3, 3), (2, 2, 4)],
+)
+def test_stride_one_adjoint_as_flipped_convolution_matches_autograd(
+    k_h: int, k_w: int, pad: int
+) -> None:
+    """Stride 1 with padding below the kernel size takes the flipped-kernel convolution (the
+    last two cases fall back to the transposed convolution); both are the exact adjoint."""
+    weight = torch.randn(3, 2, k_h, k_w, dtype=torch.float64)
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    kw = {"stride": 1, "padding": pad, "padding_mode": "zeros"}
+    out = conv2d_operator(x, weight, **kw)
+    cot = torch.randn_like(out)
+    (vjp,) = torch.autograd.grad(out, x, cot)
+    adjoint = conv2d_adjoint(cot, weight, input_size=(6, 7), **kw)
+    assert torch.allclose(adjoint, vjp, rtol=1e-12, atol=1e-12)
+
+
 def test_circular_conv_matches_torch_circular_conv() -> None:
     layer = SpectralConv2d(2, 3, 3, padding=1, padding_mode="circular", coeff=10.0)
     ref = nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular")
