@@ -238,15 +238,17 @@ def _lanczos(
     v = _start_vector(op, generator)
     theta = 0.0
     matvecs = 0
+    # One preallocated basis: stacking a growing list would copy it at every step.
+    basis = v.new_empty(steps, dim)
     while matvecs < max_iter:
-        basis = [v]
+        basis[0] = v
         alphas: list[float] = []
         betas: list[float] = []
         for j in range(steps):
             w = gram(basis[j])
             matvecs += 1
             alphas.append(float(torch.dot(w, basis[j])))
-            stacked = torch.stack(basis)
+            stacked = basis[: j + 1]
             # Full re-orthogonalisation, twice: the Krylov basis is small, accuracy matters.
             for _ in range(2):
                 w = w - stacked.T @ (stacked @ w)
@@ -255,7 +257,7 @@ def _lanczos(
                 betas.append(beta)
                 break
             betas.append(beta)
-            basis.append(w / beta)
+            basis[j + 1] = w / beta
         k = len(alphas)
         tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
         if k > 1:
@@ -267,7 +269,7 @@ def _lanczos(
             return 0.0, v
         # ||A^T A y - theta y|| = beta_k |s_k| bounds the distance to an eigenvalue of A^T A.
         residual = abs(betas[-1] * float(s[-1]))
-        ritz = torch.stack(basis[:k]).T @ s
+        ritz = basis[:k].T @ s
         v = ritz / ritz.norm()
         if residual <= rtol * theta or k == dim:
             return math.sqrt(theta), v

@@ -65,7 +65,7 @@ from preimage.nn import (
 from preimage.nn.base import FlatCodeModel, check_batch, flat_dim
 from preimage.nn.classifier import SimplifiedReadout
 from preimage.nn.iresblock import InverseDiagnostics, LogdetMode
-from preimage.nn.spectral import converge_spectral
+from preimage.nn.spectral import converge_spectral, track_spectral
 
 __all__ = [
     "IResNet",
@@ -265,6 +265,13 @@ def block_settings(
                 setattr(block, key, value)
 
 
+def _track_before_training_pass(body: nn.Module, _args: tuple[Any, ...]) -> None:
+    # Re-align all spectral layers with ``krylov > 0`` together (grouped convolutions); each
+    # layer then finds itself current and skips its own re-alignment in this pass.
+    if body.training:
+        track_spectral(body, stale_only=True)
+
+
 class IResNetBase(FlatCodeModel):
     """Shared machinery: the body ``net``, its blocks, the inverse with tolerances, converge."""
 
@@ -288,6 +295,7 @@ class IResNetBase(FlatCodeModel):
 
     def _init_body(self, built: tuple[InvertibleSequential, Shape, tuple[int, ...]]) -> None:
         self.net, out_shape, self.block_dims = built
+        self.net.register_forward_pre_hook(_track_before_training_pass)
         self.code_dim = flat_dim(out_shape)
         self.last_inverse: list[InverseDiagnostics | None] = []
 

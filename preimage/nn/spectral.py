@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Literal, TypedDict
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -180,13 +181,23 @@ def conv2d_adjoint(
         h - ((y.shape[-2] - 1) * stride - 2 * padding + k_h),
         w - ((y.shape[-1] - 1) * stride - 2 * padding + k_w),
     )
-    if stride == 1 and padding < min(k_h, k_w):
-        # The same map as a convolution with the flipped, channel-swapped kernel: on a CPU
-        # torch runs single-image transposed convolutions through a slow im2col path, several
-        # times slower than the convolution (the power and Lanczos steps are single images).
-        flipped = weight.flip(-2, -1).transpose(0, 1)
-        return F.conv2d(y, flipped, padding=(k_h - 1 - padding, k_w - 1 - padding))
+    as_convolution = _adjoint_kernel(weight, stride=stride, padding=padding)
+    if as_convolution is not None:
+        return F.conv2d(y, as_convolution[0], padding=as_convolution[1])
     return F.conv_transpose2d(y, weight, stride=stride, padding=padding, output_padding=out_pad)
+
+
+def _adjoint_kernel(
+    weight: Tensor, *, stride: int, padding: int
+) -> tuple[Tensor, tuple[int, int]] | None:
+    """Kernel and padding of the zero-padded adjoint as a convolution, where it is one."""
+    k_h, k_w = weight.shape[-2:]
+    if stride != 1 or padding >= min(k_h, k_w):
+        return None
+    # The same map as a convolution with the flipped, channel-swapped kernel: on a CPU torch
+    # runs single-image transposed convolutions through a slow im2col path, several times
+    # slower than the convolution (the power and Lanczos steps are single images).
+    return weight.flip(-2, -1).transpose(0, 1), (k_h - 1 - padding, k_w - 1 - padding)
 
 
 def _fold_circular(z: Tensor, p: int, h: int, w: int) -> Tensor:
@@ -202,6 +213,92 @@ def _fold_circular(z: Tensor, p: int, h: int, w: int) -> Tensor:
 
 def _normalize(t: Tensor) -> Tensor:
     return t / t.norm().clamp_min(torch.finfo(t.dtype).tiny ** 0.5)
+
+
+def _normalize_rows(t: Tensor) -> Tensor:
+    return t / t.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(t.dtype).tiny ** 0.5)
+
+
+def _top_ritz_vectors(gram: Callable[[Tensor], Tensor], starts: Tensor, steps: int) -> Tensor:
+    r"""Unit top Ritz vectors of ``G`` positive semi-definite maps, one Lanczos run each.
+
+    ``gram`` maps a ``(G, n)`` batch (row :math:`i` for map :math:`M_i`) to its images; row
+    :math:`i` of the result is the top Ritz vector of :math:`M_i` on
+    :math:`\mathcal K_k(M_i, s_i)`, :math:`k` = ``steps``, :math:`s_i` = row :math:`i` of
+    ``starts``. The basis is re-orthogonalised twice per step, and the projected matrix
+    :math:`Q^\top M Q` is formed from the products themselves, so a loss of orthogonality
+    cannot inflate it.
+    """
+    g, n = starts.shape
+    # One preallocated basis: stacking a growing list would copy it at every step.
+    basis = starts.new_empty(g, steps, n)
+    products = torch.empty_like(basis)
+    basis[:, 0] = _normalize_rows(starts)
+    for j in range(steps):
+        z = gram(basis[:, j])
+        products[:, j] = z
+        if j == steps - 1:
+            break
+        # Matrix-vector products per run: batched products on these slices are several times
+        # slower on a CPU.
+        for i in range(g):
+            q, y = basis[i, : j + 1], z[i]
+            for _ in range(2):
+                y = y - q.T @ (q @ y)
+            basis[i, j + 1] = _normalize(y)
+    projected = (basis @ products.mT).double()
+    _, vectors = torch.linalg.eigh((projected + projected.mT) / 2)
+    top = vectors[..., -1:].mT.to(basis.dtype)
+    return _normalize_rows((top @ basis)[:, 0])
+
+
+class _ConvGram(NamedTuple):
+    """The Gram map of a re-alignment as two convolutions, to batch same-shaped layers.
+
+    ``first`` then ``second`` (kernels with their paddings) is :math:`A^\top A` on the input
+    side or, with ``on_output``, :math:`A A^\top` on the (smaller) output side.
+    """
+
+    first: Tensor
+    first_padding: tuple[int, int]
+    second: Tensor
+    second_padding: tuple[int, int]
+    on_output: bool
+
+    def key(self, start: Tensor) -> tuple[Any, ...]:
+        """Layers with equal keys can share one grouped convolution per Lanczos step."""
+        return (
+            tuple(self.first.shape),
+            self.first_padding,
+            tuple(self.second.shape),
+            self.second_padding,
+            tuple(start.shape),
+            start.dtype,
+            start.device,
+        )
+
+
+def _track_convolutions(items: Sequence[tuple[SpectralConv2d, _ConvGram]], steps: int) -> None:
+    """:meth:`SpectralConv2d.track` of same-keyed layers, their products as grouped convolutions.
+
+    A grouped convolution of ``G`` single images costs far less than ``G`` separate ones on a
+    CPU (BENCHMARKS.md, ``iresnet-mnist-classify`` timing), and the Lanczos runs stay
+    independent: group :math:`i` sees only layer :math:`i`'s kernels.
+    """
+    plan = items[0][1]
+    groups = len(items)
+    starts = torch.cat([layer._gram_start(p) for layer, p in items], dim=1)
+    first = torch.cat([p.first for _, p in items])
+    second = torch.cat([p.second for _, p in items])
+
+    def gram(x: Tensor) -> Tensor:
+        y = F.conv2d(x.reshape(starts.shape), first, padding=plan.first_padding, groups=groups)
+        y = F.conv2d(y, second, padding=plan.second_padding, groups=groups)
+        return y.reshape(groups, -1)
+
+    ritz = _top_ritz_vectors(gram, starts.reshape(groups, -1), steps)
+    for (layer, p), vector in zip(items, ritz, strict=True):
+        layer._finish_track(vector.reshape(layer._gram_start(p).shape), p.on_output)
 
 
 class _SpectralBase(nn.Module, ABC):
@@ -242,6 +339,8 @@ class _SpectralBase(nn.Module, ABC):
         self.atol = atol
         self.rtol = rtol
         self.max_power_iterations = int(max_power_iterations)
+        # The weight version the stored pair was last re-aligned to (see ``track``).
+        self._tracked_at: tuple[int, int] | None = None
 
     @abstractmethod
     def _op(self, v: Tensor, weight: Tensor) -> Tensor:
@@ -291,22 +390,29 @@ class _SpectralBase(nn.Module, ABC):
     def track(self, steps: int) -> Tensor:
         r"""Re-align ``u``, ``v`` with the current weight by ``steps`` Lanczos steps.
 
-        Builds the Krylov space :math:`\mathcal K_k(A^\top A, v)`, :math:`k` = ``steps``, with
-        the stored ``v`` as start (twice re-orthogonalised; the projected matrix
-        :math:`Q^\top A^\top A Q` is formed from the products themselves, so a loss of
-        orthogonality cannot inflate it) and moves ``v`` to its top Ritz vector and ``u`` to
-        :math:`A v / \|A v\|`. The Ritz value is a lower bound on :math:`\|A\|_2^2`, like the
-        power iteration's, but it converges far faster when the weights moved: after one
-        optimiser step the new top direction is a mixture of several near-top singular vectors,
-        which :math:`k` power steps separate at the rate :math:`(\sigma_2/\sigma_1)^{2k}` and
-        :math:`k` Lanczos steps at the Chebyshev rate (Golub & Van Loan, section 10.1).
-        Updates the buffers in any mode; costs ``steps`` products with :math:`A^\top A`. A
-        1x1 convolution without padding or stride is :math:`W \otimes I`, whose top singular
-        pair comes exactly from the SVD of the :math:`C_\text{out} \times C_\text{in}` matrix
-        instead.
+        Builds the Krylov space of the smaller Gram matrix, :math:`\mathcal K_k(A^\top A, v)`
+        or, when the output is smaller than the input, :math:`\mathcal K_k(A A^\top, u)`
+        (:math:`k` = ``steps``), with the stored vector as start, and moves ``v`` to the top
+        Ritz vector (or :math:`A^\top` of it, normalised) and ``u`` to :math:`A v / \|A v\|`.
+        The basis is re-orthogonalised twice per step and the projected matrix
+        :math:`Q^\top M Q` is formed from the products themselves, so a loss of orthogonality
+        cannot inflate it (one pass lost up to :math:`4 \cdot 10^{-4}` of the norm in float32,
+        BENCHMARKS.md). The smaller side makes the same Krylov space for :math:`u = A v /
+        \|A v\|` (:math:`\mathcal K_k(A A^\top, A v) = A\,\mathcal K_k(A^\top A, v)`) with
+        shorter vectors, and its Ritz value is never smaller. The Ritz value is a lower bound on
+        :math:`\|A\|_2^2`, like the power iteration's, but it converges far faster when the
+        weights moved: after one optimiser step the new top direction is a mixture of several
+        near-top singular vectors, which :math:`k` power steps separate at the rate
+        :math:`(\sigma_2/\sigma_1)^{2k}` and :math:`k` Lanczos steps at the Chebyshev rate
+        (Golub & Van Loan, section 10.1). Updates the buffers in any mode; costs ``steps``
+        products with the Gram matrix. A training forward pass re-aligns only if the weight
+        changed since the last re-alignment (its storage or version counter differs), so
+        :func:`track_spectral` can do all layers at once first. A 1x1 convolution without
+        padding or stride is :math:`W \otimes I`, whose top singular pair comes exactly from
+        the SVD of the :math:`C_\text{out} \times C_\text{in}` matrix instead.
 
         Args:
-            steps: Krylov dimension (products with :math:`A^\top A`), at least 1.
+            steps: Krylov dimension (products with the Gram matrix), at least 1.
 
         Returns:
             The new estimate :math:`\tilde\sigma = u^\top A v` of the raw operator norm.
@@ -319,31 +425,50 @@ class _SpectralBase(nn.Module, ABC):
         self._require_initialised()
         if steps < 1:
             raise ConfigError(f"track needs steps >= 1, got {steps}")
-        w, shape = self.weight.detach(), self.v.shape
+        w = self.weight.detach()
         exact = self._top_right_vector(w)
         if exact is not None:
-            self.v.copy_(exact)
-            self.u.copy_(_normalize(self._op(exact, w)))
+            self._finish_track(exact, on_output=False)
             return self.sigma
-        # One preallocated basis: stacking a growing list would copy it at every step.
-        basis = w.new_empty(steps, self.v.numel())
-        products = torch.empty_like(basis)
-        basis[0] = _normalize(self.v.reshape(-1))
-        for j in range(steps):
-            z = self._op_adjoint(self._op(basis[j].reshape(shape), w), w).reshape(-1)
-            products[j] = z
-            if j == steps - 1:
-                break
-            q = basis[: j + 1]
-            for _ in range(2):
-                z = z - q.T @ (q @ z)
-            basis[j + 1] = _normalize(z)
-        projected = (basis @ products.T).double()
-        _, vectors = torch.linalg.eigh((projected + projected.T) / 2)
-        v = _normalize(vectors[:, -1].to(basis.dtype) @ basis).reshape(shape)
+        plan = self._conv_gram(w)
+        if plan is not None:
+            _track_convolutions([(self, plan)], steps)  # type: ignore[list-item]
+            return self.sigma
+        on_output = self.u.numel() < self.v.numel()
+        if on_output:
+            start, shape = self.u, self.u.shape
+
+            def gram(y: Tensor) -> Tensor:
+                return self._op(self._op_adjoint(y.reshape(shape), w), w).reshape(1, -1)
+        else:
+            start, shape = self.v, self.v.shape
+
+            def gram(y: Tensor) -> Tensor:
+                return self._op_adjoint(self._op(y.reshape(shape), w), w).reshape(1, -1)
+
+        ritz = _top_ritz_vectors(gram, start.reshape(1, -1), steps)
+        self._finish_track(ritz.reshape(shape), on_output)
+        return self.sigma
+
+    def _conv_gram(self, weight: Tensor) -> _ConvGram | None:
+        """The Gram map as two convolutions where it is one (see :class:`_ConvGram`)."""
+        return None
+
+    def _gram_start(self, plan: _ConvGram) -> Tensor:
+        return self.u if plan.on_output else self.v
+
+    def _finish_track(self, ritz: Tensor, on_output: bool) -> None:
+        """Store the re-aligned pair from the top Ritz vector of the tracked side."""
+        w = self.weight.detach()
+        v = _normalize(self._op_adjoint(ritz, w)) if on_output else ritz
         self.v.copy_(v)
         self.u.copy_(_normalize(self._op(v, w)))
-        return self.sigma
+        self._tracked_at = self._weight_version()
+
+    def _weight_version(self) -> tuple[int, int]:
+        # In-place updates (optimiser steps, load_state_dict) bump the version counter; a new
+        # tensor has a new storage.
+        return (self.weight.data_ptr(), self.weight._version)
 
     def _iterate(
         self,
@@ -399,7 +524,7 @@ class _SpectralBase(nn.Module, ABC):
     def _effective_weight(self) -> Tensor:
         if not self.training:
             return self.normalized_weight()
-        if self.krylov > 0:
+        if self.krylov > 0 and self._tracked_at != self._weight_version():
             self.track(self.krylov)
         u, v, sigma = self._iterate(
             self.u,
@@ -700,6 +825,18 @@ class SpectralConv2d(_SpectralBase):
         profile = torch.where(lost, torch.ones_like(profile), profile)
         return _normalize(v_w[None, :, None, None] * profile[:, None])
 
+    def _conv_gram(self, weight: Tensor) -> _ConvGram | None:
+        adjoint = None
+        if self.padding_mode == "zeros":
+            adjoint = _adjoint_kernel(weight, stride=self.stride, padding=self.padding)
+        if adjoint is None:
+            return None
+        # Lanczos on the smaller Gram matrix: its re-orthogonalisation is the cheaper one.
+        forward = (weight, (self.padding, self.padding))
+        if self.u.numel() < self.v.numel():
+            return _ConvGram(*adjoint, *forward, on_output=True)
+        return _ConvGram(*forward, *adjoint, on_output=False)
+
     def _op_adjoint(self, u: Tensor, weight: Tensor) -> Tensor:
         return conv2d_adjoint(
             u,
@@ -791,18 +928,24 @@ def spectral_layers(model: nn.Module) -> list[tuple[str, SpectralLinear | Spectr
 
 
 @torch.no_grad()
-def track_spectral(model: nn.Module, steps: int | None = None) -> int:
+def track_spectral(model: nn.Module, steps: int | None = None, *, stale_only: bool = False) -> int:
     r"""Re-align every spectral layer's ``u``, ``v`` with its current weight (:meth:`track`).
 
     What a training forward pass of a layer with ``krylov > 0`` does first, done for all of
     them at once: after the last optimiser step it makes the stored model the one the next
     step would apply, without the thousands of iterations of :func:`converge_spectral`.
-    Layers that are not locked to an input size yet are skipped.
+    Layers that are not locked to an input size yet are skipped. Convolutions whose Lanczos
+    runs have the same shapes share one grouped convolution per step (the same Lanczos runs,
+    cheaper on a CPU), and a layer re-aligned here skips its own re-alignment in the next
+    training forward pass unless its weight changed in between: models call this before a
+    training forward pass for that reason.
 
     Args:
         model: any module.
         steps: Lanczos steps per layer; ``None`` uses each layer's ``krylov`` and skips the
             layers where it is 0.
+        stale_only: skip the layers whose weight did not change since their last
+            re-alignment (what the training forward pass skips).
 
     Returns:
         The number of layers re-aligned.
@@ -816,9 +959,21 @@ def track_spectral(model: nn.Module, steps: int | None = None) -> int:
         (1, 2)
     """
     count = 0
+    groups: dict[tuple[Any, ...], list[tuple[SpectralConv2d, _ConvGram]]] = {}
     for _, layer in spectral_layers(model):
         k = layer.krylov if steps is None else steps
-        if k > 0 and layer._initialised():
+        if k < 1 or not layer._initialised():
+            continue
+        if stale_only and layer._tracked_at == layer._weight_version():
+            continue
+        count += 1
+        plan = None
+        if isinstance(layer, SpectralConv2d) and layer._top_right_vector(layer.weight) is None:
+            plan = layer._conv_gram(layer.weight.detach())
+        if plan is None:
             layer.track(k)
-            count += 1
+        else:
+            groups.setdefault((k, *plan.key(layer._gram_start(plan))), []).append((layer, plan))
+    for (k, *_), items in groups.items():
+        _track_convolutions(items, k)
     return count
