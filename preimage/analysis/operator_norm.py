@@ -10,8 +10,9 @@ operator a layer applies on a given input shape:
   Long 2019, theorem 6);
 * ``"dense"`` - the SVD of the full operator matrix, built from the layer's impulse responses
   (small inputs);
-* ``"power"`` / ``"lanczos"`` - power iteration or restarted Lanczos on :math:`A^\top A`,
-  run to a relative tolerance (converged lower bounds, for large inputs).
+* ``"power"`` / ``"lanczos"`` - power iteration or implicitly restarted Lanczos (ARPACK,
+  through :func:`scipy.sparse.linalg.eigsh`) on :math:`A^\top A`, run to a relative
+  tolerance (converged lower bounds, for large inputs).
 
 :func:`lipschitz_certificate` multiplies these norms with the activations' Lipschitz constants
 for every :class:`~preimage.nn.iresblock.IResBlock` of a model (thesis eq. 4.6).
@@ -30,8 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ConvergenceError, ShapeError
@@ -231,52 +234,55 @@ def _power_norm(
 def _lanczos(
     op: _Operator, rtol: float, max_iter: int, generator: torch.Generator | None, krylov: int
 ) -> tuple[float, Tensor]:
-    """Restarted Lanczos on :math:`A^\\top A`: the norm and its right singular vector (flat)."""
-    gram = _gram(op)
+    """Implicitly restarted Lanczos on :math:`A^\top A` (ARPACK): the norm and its right
+    singular vector (flat).
+
+    ARPACK's ``dsaupd`` keeps ``krylov`` basis vectors and, at each restart, the whole wanted
+    part of the space, where restarting from the one top Ritz vector (what this function did
+    before) stalled for thousands of products on a cluster of near-equal top singular values,
+    the common case of trained zero-padded convolutions (BENCHMARKS.md). It stops when the
+    Ritz estimate of the residual is at most ``rtol`` times the Ritz value, the same test.
+    """
     dim = math.prod(op.in_shape)
-    steps = min(dim, krylov)
-    v = _start_vector(op, generator)
-    theta = 0.0
+    start = _start_vector(op, generator)
+    if dim <= 2:
+        # ARPACK needs a basis larger than the one wanted vector: the Gram matrix directly.
+        eye = torch.eye(dim, dtype=start.dtype, device=start.device)
+        columns = torch.stack([_gram(op)(e) for e in eye])
+        evals, evecs = torch.linalg.eigh((columns + columns.T) / 2)
+        return math.sqrt(max(float(evals[-1]), 0.0)), evecs[:, -1]
+    gram = _gram(op)
     matvecs = 0
-    # One preallocated basis: stacking a growing list would copy it at every step.
-    basis = v.new_empty(steps, dim)
-    while matvecs < max_iter:
-        basis[0] = v
-        alphas: list[float] = []
-        betas: list[float] = []
-        for j in range(steps):
-            w = gram(basis[j])
-            matvecs += 1
-            alphas.append(float(torch.dot(w, basis[j])))
-            stacked = basis[: j + 1]
-            # Full re-orthogonalisation, twice: the Krylov basis is small, accuracy matters.
-            for _ in range(2):
-                w = w - stacked.T @ (stacked @ w)
-            beta = float(w.norm())
-            if j == steps - 1 or beta <= 1e-13 * max(abs(alphas[-1]), 1e-300):
-                betas.append(beta)
-                break
-            betas.append(beta)
-            basis[j + 1] = w / beta
-        k = len(alphas)
-        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if k > 1:
-            off = torch.tensor(betas[: k - 1], dtype=torch.float64)
-            tri = tri + torch.diag(off, 1) + torch.diag(off, -1)
-        evals, evecs = torch.linalg.eigh(tri)
-        theta, s = float(evals[-1]), evecs[:, -1].to(v.device)
-        if theta <= 0.0:
-            return 0.0, v
-        # ||A^T A y - theta y|| = beta_k |s_k| bounds the distance to an eigenvalue of A^T A.
-        residual = abs(betas[-1] * float(s[-1]))
-        ritz = basis[:k].T @ s
-        v = ritz / ritz.norm()
-        if residual <= rtol * theta or k == dim:
-            return math.sqrt(theta), v
-    raise ConvergenceError(
-        f"Lanczos iteration did not reach rtol={rtol} in {max_iter} products "
-        f"(sigma ~ {math.sqrt(max(theta, 0.0)):.6g})"
-    )
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        nonlocal matvecs
+        matvecs += 1
+        v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))
+        return gram(v.to(start.device)).cpu().numpy()
+
+    ncv = min(dim - 1, max(krylov, 3))
+    operator = LinearOperator((dim, dim), matvec=apply, dtype=np.float64)
+    try:
+        evals, evecs = eigsh(
+            operator,
+            k=1,
+            which="LA",
+            tol=rtol,
+            ncv=ncv,
+            v0=start.cpu().numpy(),
+            maxiter=max(1, max_iter // ncv),
+        )
+    except ArpackNoConvergence as err:
+        best = float(err.eigenvalues[0]) if len(err.eigenvalues) else 0.0
+        raise ConvergenceError(
+            f"Lanczos iteration did not reach rtol={rtol} in {matvecs} products "
+            f"(sigma ~ {math.sqrt(max(best, 0.0)):.6g})"
+        ) from err
+    theta = float(evals[0])
+    vector = torch.from_numpy(np.ascontiguousarray(evecs[:, 0])).to(start.device)
+    if theta <= 0.0:
+        return 0.0, start
+    return math.sqrt(theta), vector / vector.norm()
 
 
 def _lanczos_norm(
@@ -307,10 +313,12 @@ def operator_norm(
     the Rayleigh quotient, extrapolated from the slowest of the last few convergence rates, is
     below ``rtol``. Zero-padded convolutions often have :math:`\sigma_2/\sigma_1` within
     :math:`10^{-3}` of 1, where that takes thousands of steps, so ``"auto"`` prefers
-    ``"lanczos"``: restarted Lanczos on :math:`A^\top A` with ``krylov`` fully
-    re-orthogonalised vectors (the same Krylov space as ``krylov`` power steps, but its
-    largest Ritz value converges far faster), stopped when the Ritz residual is at most
-    ``rtol`` times the Ritz value. Both return lower bounds.
+    ``"lanczos"``: ARPACK's implicitly restarted Lanczos on :math:`A^\top A`
+    (:func:`scipy.sparse.linalg.eigsh`) with ``krylov`` basis vectors (its largest Ritz value
+    converges far faster than ``krylov`` power steps, and the implicit restart keeps the whole
+    wanted part of the space, so clusters of near-equal top values do not stall it), stopped
+    when the Ritz estimate of the residual is at most ``rtol`` times the Ritz value. Both
+    return lower bounds.
 
     Args:
         layer: ``nn.Linear``, ``nn.Conv2d``, :class:`~preimage.nn.spectral.SpectralLinear` or

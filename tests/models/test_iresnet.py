@@ -307,3 +307,54 @@ def test_bad_shapes_raise() -> None:
     model = IResNet((1, 8, 8), 10, **TINY)
     with pytest.raises(ShapeError):
         model(torch.rand(2, 1, 4, 4))
+
+
+def test_training_pass_tracks_all_layers_grouped_like_each_layer_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ``krylov``, a training pass first re-aligns every spectral layer at once (grouped
+    convolutions); logits and stored pairs match a twin whose layers each track themselves."""
+    import copy
+
+    from preimage.nn import spectral
+
+    torch.manual_seed(0)
+    options = {**TINY, "blocks_per_stage": 2, "krylov": 6}
+    model = build_iresnet((1, 8, 8), 3, readout="linear", **options).double()
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64)
+    _initialised(model, x)
+    twin = copy.deepcopy(model)
+    twin.net._forward_pre_hooks.clear()
+    group_sizes: list[int] = []
+    grouped = spectral._track_convolutions
+
+    def recording(items, steps):  # type: ignore[no-untyped-def]
+        group_sizes.append(len(items))
+        return grouped(items, steps)
+
+    monkeypatch.setattr(spectral, "_track_convolutions", recording)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
+    for net in (model, twin):
+        net.train()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p, generator=torch.Generator().manual_seed(1)))
+    group_sizes.clear()
+    logits = model.logits(x)
+    assert max(group_sizes) > 1  # same-shaped layers shared their products
+    hooked = len(group_sizes)
+    group_sizes.clear()
+    expected = twin.logits(x)
+    assert len(group_sizes) > hooked  # the twin's layers ran one by one
+    assert torch.allclose(logits, expected, atol=1e-10)
+    for (_, a), (_, b) in zip(
+        spectral.spectral_layers(model), spectral.spectral_layers(twin), strict=True
+    ):
+        assert torch.allclose(a.v, b.v, atol=1e-9)
+    group_sizes.clear()
+    model.logits(x)
+    assert group_sizes == []  # nothing moved: no layer re-aligns
+    logits.sum().backward()
+    optimiser.step()
+    model.logits(x)
+    assert group_sizes  # the step moved every weight

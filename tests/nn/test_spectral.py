@@ -412,3 +412,107 @@ def test_track_spectral_uses_each_layers_krylov_and_skips_unlocked_layers() -> N
     assert track_spectral(net, 3) == 2
     with pytest.raises(ConfigError):
         net[0].track(0)
+
+
+def _dense_conv_matrix(conv: SpectralConv2d) -> torch.Tensor:
+    """The layer's raw operator A as a float64 matrix, from torch's autograd Jacobian."""
+    shape = (conv.in_channels, *conv.input_size)
+    w, pad = conv.weight.detach().double(), conv.padding
+    jac = torch.autograd.functional.jacobian(
+        lambda x: F.conv2d(x.unsqueeze(0), w, padding=pad).reshape(-1),
+        torch.zeros(shape, dtype=torch.float64),
+        vectorize=True,
+    )
+    return jac.reshape(jac.shape[0], -1)
+
+
+def _krylov_ritz(gram: torch.Tensor, start: torch.Tensor, steps: int) -> torch.Tensor:
+    """Top Ritz vector of ``gram`` on K_steps(gram, start): QR of the power basis."""
+    columns = [start / start.norm()]
+    for _ in range(steps - 1):
+        nxt = gram @ columns[-1]
+        columns.append(nxt / nxt.norm())
+    q, _ = torch.linalg.qr(torch.stack(columns, dim=1))
+    return q @ torch.linalg.eigh(q.T @ gram @ q)[1][:, -1]
+
+
+def _rayleigh(gram: torch.Tensor, x: torch.Tensor) -> float:
+    return float(x @ gram @ x / (x @ x))
+
+
+def test_track_runs_lanczos_on_the_smaller_side_of_each_convolution() -> None:
+    """A 6 -> 2 channel convolution tracks K_k(A A^T, u), a 2 -> 6 one K_k(A^T A, v): the pair
+    is the dense reference's top Ritz vector (v = A^T r / |A^T r| on the output side, a half
+    step more), and the output side's Ritz value is never below the input side's
+    (K(AA^T, Av) = A K(A^T A, v))."""
+    for c_in, c_out in ((6, 2), (2, 6)):
+        conv = SpectralConv2d(c_in, c_out, 3, padding=1, input_shape=(5, 5)).double()
+        _moved(conv, 3, 0.2)
+        a = _dense_conv_matrix(conv)
+        u, v = conv.u.reshape(-1).clone(), conv.v.reshape(-1).clone()
+        ata, aat = a.T @ a, a @ a.T
+        input_side = _krylov_ritz(ata, v, 4)
+        assert _rayleigh(aat, _krylov_ritz(aat, a @ v, 4)) >= _rayleigh(ata, input_side) - 1e-12
+        expected = a.T @ _krylov_ritz(aat, u, 4) if c_out < c_in else input_side
+        expected = expected / expected.norm()
+        sigma = float(conv.track(4))
+        assert abs(float(conv.v.reshape(-1) @ expected)) == pytest.approx(1.0, abs=1e-10)
+        assert sigma == pytest.approx(float((a @ expected).norm()), rel=1e-10)
+        assert float(conv.v.norm()) == pytest.approx(1.0, rel=1e-12)
+        av = conv._op(conv.v, conv.weight)
+        assert torch.allclose(conv.u, av / av.norm())
+
+
+def test_track_spectral_groups_same_shaped_layers_as_if_each_ran_alone() -> None:
+    """Three same-shaped convolutions share grouped products, a fourth of another shape runs
+    alone: every pair equals the one each layer's own ``track`` gives, to float64 round-off."""
+    layers = [SpectralConv2d(3, 5, 3, padding=1, input_shape=(6, 6)) for _ in range(3)]
+    layers.append(SpectralConv2d(5, 3, 3, padding=1, input_shape=(6, 6)))
+    net = nn.Sequential(*[layer.double() for layer in layers])
+    for seed, layer in enumerate(net):
+        _moved(layer, seed, 0.1)
+    alone = []
+    for layer in net:
+        twin = SpectralConv2d(layer.in_channels, layer.out_channels, 3, padding=1)
+        twin = twin.double()
+        twin.load_state_dict(layer.state_dict())
+        twin.track(7)
+        alone.append(twin)
+    assert track_spectral(net, 7) == 4
+    for layer, twin in zip(net, alone, strict=True):
+        assert torch.allclose(layer.v, twin.v, atol=1e-10)
+        assert torch.allclose(layer.u, twin.u, atol=1e-10)
+        assert float(layer.sigma) == pytest.approx(float(twin.sigma), rel=1e-12)
+
+
+def test_training_forward_realigns_only_after_the_weight_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conv = SpectralConv2d(2, 2, 3, padding=1, input_shape=(5, 5), krylov=4).double()
+    conv.train()
+    calls: list[int] = []
+    original = conv.track
+
+    def counting(steps: int) -> torch.Tensor:
+        calls.append(steps)
+        return original(steps)
+
+    monkeypatch.setattr(conv, "track", counting)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    conv(x)
+    assert calls == [4]  # the first pass: never re-aligned
+    conv(x)
+    assert calls == [4]  # nothing moved since
+    with torch.no_grad():
+        conv.weight.mul_(1.01)  # an optimiser step does the same: an in-place update
+    conv(x)
+    assert calls == [4, 4]
+    with torch.no_grad():
+        conv.weight.mul_(1.01)
+    assert track_spectral(conv) == 1
+    conv(x)  # re-aligned just before: the pass skips it
+    assert calls == [4, 4]
+    assert track_spectral(conv, stale_only=True) == 0
+    conv.double()  # no copy: same storage and version
+    conv.float()  # a new tensor
+    assert track_spectral(conv, stale_only=True) == 1
