@@ -245,13 +245,13 @@ def _lanczos(
     """
     dim = math.prod(op.in_shape)
     start = _start_vector(op, generator)
+    gram = _gram(op)
     if dim <= 2:
         # ARPACK needs a basis larger than the one wanted vector: the Gram matrix directly.
         eye = torch.eye(dim, dtype=start.dtype, device=start.device)
-        columns = torch.stack([_gram(op)(e) for e in eye])
+        columns = torch.stack([gram(e) for e in eye])
         evals, evecs = torch.linalg.eigh((columns + columns.T) / 2)
         return math.sqrt(max(float(evals[-1]), 0.0)), evecs[:, -1]
-    gram = _gram(op)
     matvecs = 0
 
     def apply(x: np.ndarray) -> np.ndarray:

@@ -470,6 +470,10 @@ class _SpectralBase(nn.Module, ABC):
         # tensor has a new storage.
         return (self.weight.data_ptr(), self.weight._version)
 
+    def _tracked_current(self) -> bool:
+        """Whether the stored pair was re-aligned to the weight as it is now."""
+        return self._tracked_at == self._weight_version()
+
     def _iterate(
         self,
         u: Tensor,
@@ -524,7 +528,7 @@ class _SpectralBase(nn.Module, ABC):
     def _effective_weight(self) -> Tensor:
         if not self.training:
             return self.normalized_weight()
-        if self.krylov > 0 and self._tracked_at != self._weight_version():
+        if self.krylov > 0 and not self._tracked_current():
             self.track(self.krylov)
         u, v, sigma = self._iterate(
             self.u,
@@ -813,10 +817,13 @@ class SpectralConv2d(_SpectralBase):
             v, weight, stride=self.stride, padding=self.padding, padding_mode=self.padding_mode
         )
 
+    def _pointwise(self) -> bool:
+        return self.kernel_size == 1 and self.stride == 1 and self.padding == 0
+
     def _top_right_vector(self, weight: Tensor) -> Tensor | None:
         # A 1x1 convolution without padding or stride is W (x) I: its top right singular
         # vectors are v_W (x) s for any spatial profile s; keep the profile v already has.
-        if self.kernel_size != 1 or self.stride != 1 or self.padding != 0:
+        if not self._pointwise():
             return None
         v_w = torch.linalg.svd(weight[:, :, 0, 0].double())[2][0].to(weight.dtype)
         profile = torch.einsum("c,bchw->bhw", v_w, self.v)
@@ -827,7 +834,8 @@ class SpectralConv2d(_SpectralBase):
 
     def _conv_gram(self, weight: Tensor) -> _ConvGram | None:
         adjoint = None
-        if self.padding_mode == "zeros":
+        # A pointwise layer takes its exact pair from an SVD instead (``_top_right_vector``).
+        if self.padding_mode == "zeros" and not self._pointwise():
             adjoint = _adjoint_kernel(weight, stride=self.stride, padding=self.padding)
         if adjoint is None:
             return None
@@ -964,12 +972,10 @@ def track_spectral(model: nn.Module, steps: int | None = None, *, stale_only: bo
         k = layer.krylov if steps is None else steps
         if k < 1 or not layer._initialised():
             continue
-        if stale_only and layer._tracked_at == layer._weight_version():
+        if stale_only and layer._tracked_current():
             continue
         count += 1
-        plan = None
-        if isinstance(layer, SpectralConv2d) and layer._top_right_vector(layer.weight) is None:
-            plan = layer._conv_gram(layer.weight.detach())
+        plan = layer._conv_gram(layer.weight.detach())
         if plan is None:
             layer.track(k)
         else:
