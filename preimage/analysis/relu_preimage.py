@@ -210,7 +210,7 @@ def _omnidirectional(a: np.ndarray, tol: float) -> tuple[bool, int]:
         return False, 0
     # The complement of R(A) is needed only for the null-space LP below.
     q, _ = np.linalg.qr(a, mode="complete" if m - k <= k else "reduced")
-    if _positive_combination(a, q[:, :k], float(singular[-1])):
+    if _positive_combination(a, q[:, :k], float(singular[-1]), tol):
         return True, 0
     if m - k <= k:
         # Few rows beyond the dimension: lambda = N mu over an orthonormal basis N of
@@ -232,7 +232,7 @@ def _omnidirectional(a: np.ndarray, tol: float) -> tuple[bool, int]:
 
 
 def _positive_combination(
-    a: np.ndarray, basis: np.ndarray, sigma_min: float, iterations: int = 200
+    a: np.ndarray, basis: np.ndarray, sigma_min: float, tol: float, iterations: int = 200
 ) -> bool:
     r"""Look for a certificate of omnidirectionality without an LP: :math:`\lambda > 0` with
     :math:`A^\top \lambda = 0`, by alternating projections between :math:`N(A^\top)` and
@@ -242,16 +242,19 @@ def _positive_combination(
     :math:`\lambda - A (A^\top A)^{-1} r` solves the equalities exactly and differs from
     :math:`\lambda` by at most :math:`\|r\|_2 / \sigma_{\min}(A)` in every entry, so
     :math:`\min_i \lambda_i` above that (twice, for rounding) proves an exact positive
-    solution. ``False`` proves nothing (the caller then solves the LP); the search costs two
-    products with ``basis``, an orthonormal basis of :math:`R(A)`, per step, far less than
-    HiGHS on the equality-constrained LP when the answer is yes (trained layers' bounded
-    pre-images).
+    solution. The residual itself is computed with rounding, so the minimum must also clear
+    ``tol`` times :math:`\|\lambda\|_\infty`: an entry that is zero in exact arithmetic (a row
+    that no positive combination can use) comes out of the projection as a few ulps, with a
+    residual that rounds to zero. ``False`` proves nothing (the caller then solves the LP); the
+    search costs two products with ``basis``, an orthonormal basis of :math:`R(A)`, per step,
+    far less than HiGHS on the equality-constrained LP when the answer is yes (trained layers'
+    bounded pre-images).
     """
     lam = np.ones(a.shape[0])
     for _ in range(iterations):
         lam = lam - basis @ (basis.T @ lam)
         low = float(lam.min())
-        if low > 0:
+        if low > tol * float(lam.max()):
             residual = float(np.linalg.norm(a.T @ lam))
             return low > 2.0 * residual / sigma_min
         lam = np.maximum(lam, 1.0)
