@@ -12,8 +12,15 @@ timing. The configurations: ``flat`` (784 features) and ``conv`` (MNIST squeezed
 Two timed operations: ``train`` (forward + log-det + backward of a maximum-likelihood loss, in
 training mode) and ``inverse`` (evaluation mode, ``torch.no_grad``). Libraries take turns, one
 timed call each per round, for ``--rounds`` rounds, so a change in machine load lands on all of
-them; the table reports median milliseconds per call and the ratio peer / preimage (above 1:
-preimage is faster).
+them; the table reports median milliseconds per call, the ratio peer / preimage (above 1:
+preimage is faster) and the page faults per call.
+
+Page faults: glibc's ``malloc`` hands large blocks back to the system and takes fresh pages
+(each one a fault, several microseconds on a VM) when they are needed again. How often that
+happens depends on the whole process's allocation pattern, so it can shift time from one
+library to another between runs. For timings without it, run the script with
+``MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864``
+(glibc keeps its pages; the faults column drops to about 0), and report both.
 
 The peers are never dependencies of preimage. Install them into a separate folder:
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -261,7 +269,7 @@ def _check(cfg: Config, nets: dict[str, Net], x: Tensor) -> dict[str, float]:
 
 def run_config(
     cfg: Config, args: argparse.Namespace, peers: dict[str, Callable]
-) -> list[tuple[str, str, float, float]]:
+) -> list[tuple[str, str, float, float, float]]:
     ref = build_preimage(cfg, args.couplings, args.hidden_conv if cfg.conv else args.hidden)
     nets: dict[str, Net] = {"preimage": Net(ref, ref, ref.inverse)}
     for name, build in peers.items():
@@ -284,17 +292,26 @@ def run_config(
             steps[name] = _train_step(net, x) if op == "train" else _inverse_step(net, y)
             steps[name]()  # warm-up
         times: dict[str, list[float]] = {name: [] for name in nets}
+        faults = dict.fromkeys(nets, 0)
         for _ in range(args.rounds):
             for name, step in steps.items():
+                before = _minor_faults()
                 start = time.perf_counter()
                 for _ in range(args.repeats):
                     step()
                 times[name].append((time.perf_counter() - start) / args.repeats)
+                faults[name] += _minor_faults() - before
         base = statistics.median(times["preimage"])
+        calls = args.rounds * args.repeats
         for name in nets:
             med = statistics.median(times[name])
-            rows.append((op, name, 1e3 * med, med / base))
+            rows.append((op, name, 1e3 * med, med / base, faults[name] / calls))
     return rows
+
+
+def _minor_faults() -> int:
+    """Page faults of this process so far: fresh pages handed out by the allocator."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def main() -> None:
@@ -327,12 +344,18 @@ def main() -> None:
         f"batch {args.batch_size}, "
         f"{args.rounds} rounds x {args.repeats} calls, {args.threads} thread(s)"
     )
-    print(f"{'config':<14} {'op':<8} {'library':<10} {'ms':>9} {'peer/preimage':>14}")
+    print(
+        f"{'config':<14} {'op':<8} {'library':<10} {'ms':>9} {'peer/preimage':>14} "
+        f"{'faults/call':>12}"
+    )
     for cfg in CONFIGS:
         if cfg.name not in args.configs:
             continue
-        for op, name, ms, ratio in run_config(cfg, args, peers):
-            print(f"{cfg.name:<14} {op:<8} {name:<10} {ms:>9.2f} {ratio:>14.2f}", flush=True)
+        for op, name, ms, ratio, faults in run_config(cfg, args, peers):
+            print(
+                f"{cfg.name:<14} {op:<8} {name:<10} {ms:>9.2f} {ratio:>14.2f} {faults:>12.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
