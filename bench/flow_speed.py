@@ -13,7 +13,9 @@ Two timed operations: ``train`` (forward + log-det + backward of a maximum-likel
 training mode) and ``inverse`` (evaluation mode, ``torch.no_grad``). Libraries take turns, one
 timed call each per round, for ``--rounds`` rounds, so a change in machine load lands on all of
 them; the table reports median milliseconds per call, the ratio peer / preimage (above 1:
-preimage is faster) and the page faults per call.
+preimage is faster) and the page faults per call. For the flat stacks a row ``products`` gives
+the time of their matrix products alone, timed back to back on operands in cache: a lower bound
+that every library's call includes.
 
 Page faults: glibc's ``malloc`` hands large blocks back to the system and takes fresh pages
 (each one a fault, several microseconds on a VM) when they are needed again. How often that
@@ -306,7 +308,42 @@ def run_config(
         for name in nets:
             med = statistics.median(times[name])
             rows.append((op, name, 1e3 * med, med / base, faults[name] / calls))
+        if not cfg.conv:
+            floor = _gemm_floor(ref, x, args.rounds)[op]
+            rows.append((op, "products", 1e3 * floor, floor / base, float("nan")))
     return rows
+
+
+def _gemm_floor(ref: InvertibleSequential, x: Tensor, rounds: int) -> dict[str, float]:
+    """Seconds that the matrix products of a flat stack take alone, per ``train``/``inverse``.
+
+    Every library computes the same products: per linear layer ``x W^T`` forward, and in the
+    backward pass ``g W`` (the input's gradient; none for the first layer of the first coupling,
+    whose input needs no gradient) and ``g^T x`` (the weight's). Timed back to back on fixed
+    operands that stay in cache, so the figure is a lower bound on each library's call: a
+    library faster than ``peer / 1.25`` must come in under it.
+    """
+    batch = x.shape[0]
+    forward, backward = [], []
+    for i, layer in enumerate(ref):
+        for j, lin in enumerate(m for m in layer.subnet if isinstance(m, nn.Linear)):
+            w = lin.weight.detach()
+            a, g = torch.randn(batch, lin.in_features), torch.randn(batch, lin.out_features)
+            forward.append((a, w.t()))
+            backward.append((g.t(), a))
+            if i or j:
+                backward.append((g, w))
+    ops = {"inverse": forward, "train": forward + backward}
+    floor = {}
+    for op, pairs in ops.items():
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for a, b in pairs:
+                torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        floor[op] = statistics.median(times)
+    return floor
 
 
 def _minor_faults() -> int:
