@@ -76,23 +76,37 @@ def test_channels_last_convolution_is_the_plain_one(kernel_size: int, bias: bool
     plain.load_state_dict(conv.state_dict())
     x = torch.randn(4, 3, 6, 7, dtype=torch.float64, requires_grad=True)
     out, ref = conv(x), plain(x)
-    assert conv.weight.is_contiguous()  # the parameter keeps the usual layout
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     g = torch.randn_like(ref)
     grads = torch.autograd.grad(out, [x, *conv.parameters()], g)
     refs = torch.autograd.grad(ref, [x, *plain.parameters()], g)
     for a, b in zip(grads, refs, strict=True):
-        assert a.is_contiguous() or a.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
     # Unbatched (C, H, W) input, which has no channels-last layout, takes the plain path.
     torch.testing.assert_close(conv(x[0]), plain(x[0]), rtol=0, atol=1e-12)
 
 
-def test_conv_subnets_compute_in_channels_last_layout() -> None:
-    layer = AffineCoupling(4, hidden=8)
+def test_channels_last_parameters_and_gradients_keep_the_usual_layout() -> None:
+    # Optimisers, safetensors and weight.view see an ordinary Conv2d, in float32 (the oneDNN
+    # channels-last path) as in float64.
+    for dtype in (torch.float32, torch.float64):
+        conv = ChannelsLastConv2d(2, 6, 3, padding=1).to(dtype)
+        conv(torch.randn(3, 2, 5, 5, dtype=dtype)).square().sum().backward()
+        for param in conv.parameters():
+            assert param.is_contiguous() and param.grad is not None
+            assert param.grad.is_contiguous()
+        assert conv.weight.view(6, -1).shape == (6, 18)
+
+
+@pytest.mark.parametrize("kind", [AdditiveCoupling, AffineCoupling])
+def test_conv_subnets_use_channels_last_convolutions(kind: type) -> None:
+    layer = kind(4, hidden=8)
     layer.subnet[-1].weight.data.normal_()
     convs = [m for m in layer.subnet if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(isinstance(m, ChannelsLastConv2d) for m in convs)
     x = torch.randn(2, 4, 5, 5)
     y, _ = layer(x)
-    torch.testing.assert_close(layer.inverse(y), x, rtol=0, atol=1e-5)
+    x_back = layer.inverse(y)
+    # The layout stays inside the sub-network: what a user gets back is contiguous NCHW.
+    assert y.is_contiguous() and x_back.is_contiguous()
+    torch.testing.assert_close(x_back, x, rtol=0, atol=1e-5)
