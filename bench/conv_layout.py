@@ -2,7 +2,7 @@
 
 Builds the fi-RevNet of ``bench/mnist_firevnet.py`` (3 stages x 2 additive blocks x 32 filters)
 twice with the same weights: once as preimage builds it (the couplings' convolutions are
-:class:`~preimage.nn.coupling.ChannelsLastConv2d`), once with those layers computing as a plain
+:class:`~preimage.nn.fast_layers.ChannelsLastConv2d`), once with those layers computing as a plain
 ``nn.Conv2d``. It then times one training step (forward, cross-entropy, backward, Adamax) of each
 on one random batch, the two taking turns for ``--rounds`` rounds, and prints the medians and the
 largest difference of the logits (the same function up to the order of float sums).
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from preimage.models import FiRevNet
-from preimage.nn.coupling import ChannelsLastConv2d
+from preimage.nn.fast_layers import ChannelsLastConv2d
 
 NETWORK: dict[str, Any] = {
     "stages": 3,

@@ -14,8 +14,10 @@ training mode) and ``inverse`` (evaluation mode, ``torch.no_grad``). Libraries t
 timed call each per round, for ``--rounds`` rounds, so a change in machine load lands on all of
 them; the table reports median milliseconds per call, the ratio peer / preimage (above 1:
 preimage is faster) and the page faults per call. For the flat stacks a row ``products`` gives
-the time of their matrix products alone, timed back to back on operands in cache: a lower bound
-that every library's call includes.
+the time of their matrix products alone as ``torch.mm`` (the BLAS behind ``F.linear``) computes
+them, back to back on operands in cache: a lower bound for every library whose linear layers
+call ``F.linear`` (the peers' plain ``nn.Sequential`` here). preimage's sub-networks run the same
+products through oneDNN instead (``preimage.nn.fast_layers.OneDNNLinear``).
 
 Page faults: glibc's ``malloc`` hands large blocks back to the system and takes fresh pages
 (each one a fault, several microseconds on a VM) when they are needed again. How often that
@@ -315,13 +317,13 @@ def run_config(
 
 
 def _gemm_floor(ref: InvertibleSequential, x: Tensor, rounds: int) -> dict[str, float]:
-    """Seconds that the matrix products of a flat stack take alone, per ``train``/``inverse``.
+    """Seconds that the matrix products of a flat stack take alone in ``torch.mm``.
 
     Every library computes the same products: per linear layer ``x W^T`` forward, and in the
     backward pass ``g W`` (the input's gradient; none for the first layer of the first coupling,
-    whose input needs no gradient) and ``g^T x`` (the weight's). Timed back to back on fixed
-    operands that stay in cache, so the figure is a lower bound on each library's call: a
-    library faster than ``peer / 1.25`` must come in under it.
+    whose input needs no gradient) and ``g^T x`` (the weight's). Timed back to back with the
+    BLAS that ``F.linear`` calls, on fixed operands that stay in cache: a lower bound on the
+    call of every library built on ``F.linear``, per ``train``/``inverse``.
     """
     batch = x.shape[0]
     forward, backward = [], []

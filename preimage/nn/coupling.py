@@ -26,52 +26,12 @@ from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
 from preimage.nn.base import InvertibleModule, check_shape, sum_except_batch
+from preimage.nn.fast_layers import ChannelsLastConv2d, OneDNNLinear
 
-__all__ = [
-    "AdditiveCoupling",
-    "AffineCoupling",
-    "ChannelsLastConv2d",
-    "SubnetFactory",
-    "conv_subnet",
-    "mlp_subnet",
-]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "SubnetFactory", "conv_subnet", "mlp_subnet"]
 
 SubnetFactory = Callable[[int, int], nn.Module]
 """``factory(in_channels, out_channels) -> nn.Module`` building a coupling's sub-network."""
-
-
-class ChannelsLastConv2d(nn.Conv2d):
-    """A ``Conv2d`` that computes in channels-last (NHWC) layout; parameters stay NCHW.
-
-    The weight is handed to the convolution as a channels-last copy, which makes PyTorch run the
-    whole convolution, its output and its backward pass in that layout; consecutive layers then
-    stay in it without reorders. The function is the same as ``nn.Conv2d``'s up to the order of
-    floating-point sums, and the parameters, their gradients and the ``state_dict`` keep the usual
-    layout, so checkpoints, optimisers and ``weight.view`` work as with any ``Conv2d``.
-
-    Why: on CPUs, PyTorch's oneDNN convolutions work natively in channels-last layout, while the
-    NCHW path may reorder activations and gradients to and from a blocked layout around every
-    call. For the shapes of coupling sub-networks (few input channels, many hidden ones) the
-    channels-last kernels were faster in both passes (BENCHMARKS.md, "Coupling stacks"). On
-    other devices the layout is a valid choice as well; nothing here depends on the device.
-
-    Example:
-        >>> import torch
-        >>> conv = ChannelsLastConv2d(2, 3, 3, padding=1)
-        >>> plain = torch.nn.Conv2d(2, 3, 3, padding=1)
-        >>> _ = plain.load_state_dict(conv.state_dict())
-        >>> x = torch.randn(1, 2, 5, 5)
-        >>> bool(torch.allclose(conv(x), plain(x), atol=1e-6))
-        True
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            # Unbatched (C, H, W) inputs have no channels-last layout.
-            return super().forward(x)
-        return self._conv_forward(
-            x, self.weight.contiguous(memory_format=torch.channels_last), self.bias
-        )
 
 
 def conv_subnet(
@@ -87,8 +47,9 @@ def conv_subnet(
 
     The first and last convolutions use ``kernel_size`` (same padding), the middle ones are 1x1.
     The last layer starts at zero so that every coupling starts as the identity (Glow, section 3.3).
-    The convolutions are :class:`ChannelsLastConv2d`: the same function as ``nn.Conv2d``, computed
-    in channels-last layout, which is faster on CPUs; the output keeps that layout.
+    The convolutions are :class:`~preimage.nn.fast_layers.ChannelsLastConv2d`: the same function
+    as ``nn.Conv2d``, computed in channels-last layout, which is faster on CPUs; the output keeps
+    that layout.
 
     Example:
         >>> import torch
@@ -125,6 +86,9 @@ def mlp_subnet(
 ) -> nn.Sequential:
     """A fully-connected ReLU bottleneck with a zero-initialised output layer.
 
+    The layers are :class:`~preimage.nn.fast_layers.OneDNNLinear`: ``nn.Linear`` with its matrix
+    products in oneDNN on CPUs (same function and parameters).
+
     Example:
         >>> import torch
         >>> mlp_subnet(3, 4, hidden=8)(torch.randn(2, 3)).shape
@@ -135,12 +99,12 @@ def mlp_subnet(
     layers: list[nn.Module] = []
     c = in_features
     for _ in range(depth):
-        layers.append(nn.Linear(c, hidden, bias=not batch_norm))
+        layers.append(OneDNNLinear(c, hidden, bias=not batch_norm))
         if batch_norm:
             layers.append(nn.BatchNorm1d(hidden))
         layers.append(nn.ReLU(inplace=True))  # safe: no layer before it saves its output
         c = hidden
-    last = nn.Linear(c, out_features)
+    last = OneDNNLinear(c, out_features)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     layers.append(last)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from preimage.nn import ActNorm, AdditiveCoupling, AffineCoupling, InvertibleSequential
-from preimage.nn.coupling import ChannelsLastConv2d
+from preimage.nn.fast_layers import ChannelsLastConv2d
 
 
 def _chain(kind: type, channels: int, subnet: str, *, actnorm_at: int | None = None):
@@ -65,37 +65,6 @@ def test_a_single_coupling_still_checks_its_input() -> None:
     chain = InvertibleSequential(AffineCoupling(4, hidden=4), AffineCoupling(4, hidden=4))
     with pytest.raises(ShapeError, match="4"):
         chain(torch.randn(2, 3, 5, 5))
-
-
-@pytest.mark.parametrize("kernel_size, bias", [(3, True), (1, False)])
-def test_channels_last_convolution_is_the_plain_one(kernel_size: int, bias: bool) -> None:
-    # Same function, gradients and state_dict as nn.Conv2d; only the memory layout differs.
-    torch.manual_seed(0)
-    conv = ChannelsLastConv2d(3, 5, kernel_size, padding=kernel_size // 2, bias=bias).double()
-    plain = torch.nn.Conv2d(3, 5, kernel_size, padding=kernel_size // 2, bias=bias).double()
-    plain.load_state_dict(conv.state_dict())
-    x = torch.randn(4, 3, 6, 7, dtype=torch.float64, requires_grad=True)
-    out, ref = conv(x), plain(x)
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
-    g = torch.randn_like(ref)
-    grads = torch.autograd.grad(out, [x, *conv.parameters()], g)
-    refs = torch.autograd.grad(ref, [x, *plain.parameters()], g)
-    for a, b in zip(grads, refs, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-    # Unbatched (C, H, W) input, which has no channels-last layout, takes the plain path.
-    torch.testing.assert_close(conv(x[0]), plain(x[0]), rtol=0, atol=1e-12)
-
-
-def test_channels_last_parameters_and_gradients_keep_the_usual_layout() -> None:
-    # Optimisers, safetensors and weight.view see an ordinary Conv2d, in float32 (the oneDNN
-    # channels-last path) as in float64.
-    for dtype in (torch.float32, torch.float64):
-        conv = ChannelsLastConv2d(2, 6, 3, padding=1).to(dtype)
-        conv(torch.randn(3, 2, 5, 5, dtype=dtype)).square().sum().backward()
-        for param in conv.parameters():
-            assert param.is_contiguous() and param.grad is not None
-            assert param.grad.is_contiguous()
-        assert conv.weight.view(6, -1).shape == (6, 18)
 
 
 @pytest.mark.parametrize("kind", [AdditiveCoupling, AffineCoupling])

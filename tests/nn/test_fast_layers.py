@@ -1,0 +1,108 @@
+"""Tests for preimage.nn.fast_layers: the same function as torch's layers, other kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from preimage.nn.fast_layers import ChannelsLastConv2d, OneDNNLinear, onednn_linear_available
+
+
+@pytest.mark.parametrize("kernel_size, bias", [(3, True), (1, False)])
+def test_channels_last_convolution_is_the_plain_one(kernel_size: int, bias: bool) -> None:
+    # Same function, gradients and state_dict as nn.Conv2d; only the memory layout differs.
+    torch.manual_seed(0)
+    conv = ChannelsLastConv2d(3, 5, kernel_size, padding=kernel_size // 2, bias=bias).double()
+    plain = torch.nn.Conv2d(3, 5, kernel_size, padding=kernel_size // 2, bias=bias).double()
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(4, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    out, ref = conv(x), plain(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, [x, *conv.parameters()], g)
+    refs = torch.autograd.grad(ref, [x, *plain.parameters()], g)
+    for a, b in zip(grads, refs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    # Unbatched (C, H, W) input, which has no channels-last layout, takes the plain path.
+    torch.testing.assert_close(conv(x[0]), plain(x[0]), rtol=0, atol=1e-12)
+
+
+def test_channels_last_parameters_and_gradients_keep_the_usual_layout() -> None:
+    # Optimisers, safetensors and weight.view see an ordinary Conv2d, in float32 (the oneDNN
+    # channels-last path) as in float64.
+    for dtype in (torch.float32, torch.float64):
+        conv = ChannelsLastConv2d(2, 6, 3, padding=1).to(dtype)
+        conv(torch.randn(3, 2, 5, 5, dtype=dtype)).square().sum().backward()
+        for param in conv.parameters():
+            assert param.is_contiguous() and param.grad is not None
+            assert param.grad.is_contiguous()
+        assert conv.weight.view(6, -1).shape == (6, 18)
+
+
+def _grads(layer: torch.nn.Linear, x: torch.Tensor, g: torch.Tensor) -> list[torch.Tensor]:
+    out = layer(x)
+    return [out, *torch.autograd.grad(out, [x, *layer.parameters()], g)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_is_the_plain_one(bias: bool) -> None:
+    torch.manual_seed(0)
+    fast = OneDNNLinear(37, 23, bias=bias)
+    plain = torch.nn.Linear(37, 23, bias=bias)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(16, 37, requires_grad=True)
+    g = torch.randn(16, 23)
+    for a, b in zip(_grads(fast, x, g), _grads(plain, x, g), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.detach().abs().max()))
+    # The parameters' gradients land in the parameters' layout.
+    fast(x).square().sum().backward()
+    assert all(p.grad is not None and p.grad.is_contiguous() for p in fast.parameters())
+
+
+def test_onednn_linear_takes_the_onednn_path_where_it_can() -> None:
+    if not onednn_linear_available():
+        pytest.skip("this PyTorch build has no oneDNN linear operator")
+    layer = OneDNNLinear(5, 4)
+    x = torch.randn(3, 5, requires_grad=True)
+    assert "OneDNNLinear" in type(layer(x).grad_fn).__name__
+    # Float64, more than one batch dimension and empty batches take F.linear.
+    for other in (x.double(), torch.randn(2, 3, 5, requires_grad=True)):
+        assert "OneDNNLinear" not in type(layer.to(other.dtype)(other).grad_fn).__name__
+    layer.float()
+    assert layer(torch.randn(0, 5)).shape == (0, 4)
+
+
+def test_onednn_linear_supports_double_backward() -> None:
+    # create_graph=True: a gradient penalty on the input gradient, as plain nn.Linear computes it.
+    torch.manual_seed(1)
+    fast = OneDNNLinear(6, 4)
+    plain = torch.nn.Linear(6, 4)
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(5, 6, requires_grad=True)
+    results = []
+    for layer in (fast, plain):
+        params = list(layer.parameters())
+        first = torch.autograd.grad(layer(x).tanh().sum(), [x, *params], create_graph=True)
+        penalty = sum(g.square().sum() for g in first)
+        results.append([*first, *torch.autograd.grad(penalty, [x, *params])])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_onednn_linear_in_a_stack_trains_like_nn_linear() -> None:
+    # A few Adam steps of a 3-layer MLP: the two stay within float32 rounding of each other.
+    torch.manual_seed(2)
+    sizes = [(8, 16), (16, 16), (16, 3)]
+    fast = torch.nn.Sequential(*[OneDNNLinear(i, o) for i, o in sizes])
+    plain = torch.nn.Sequential(*[torch.nn.Linear(i, o) for i, o in sizes])
+    plain.load_state_dict(fast.state_dict())
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for net in (fast, plain):
+        opt = torch.optim.Adam(net.parameters(), 1e-2)
+        for _ in range(5):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(fast.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
