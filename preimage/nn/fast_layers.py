@@ -33,6 +33,13 @@ from torch import Tensor, nn
 
 __all__ = ["ChannelsLastConv2d", "OneDNNLinear", "onednn_linear_available"]
 
+_ONEDNN_MIN_MACS = 1_500_000
+"""Smallest product (batch x in x out multiply-adds) that :class:`OneDNNLinear` hands to oneDNN.
+
+Each oneDNN call costs about 12-15 µs more than ``F.linear``'s. On the dev box the two broke
+even at about one million multiply-adds: (64, 392, 64) and (16, 392, 256) were 10-20% faster
+through oneDNN, (16, 392, 64) and (64, 64, 64) twice as slow (BENCHMARKS.md)."""
+
 
 class ChannelsLastConv2d(nn.Conv2d):
     """A ``Conv2d`` that computes in channels-last (NHWC) layout; parameters stay NCHW.
@@ -134,8 +141,10 @@ class OneDNNLinear(nn.Linear):
     the order of float sums) are the same. For a float32 CPU batch ``(B, in_features)`` the
     forward product and the two backward products (:math:`g W` for the input,
     :math:`g^\top x` for the weight) run through oneDNN, when this build has it
-    (:func:`onednn_linear_available`). Anything else (other dtypes and devices, inputs with more
-    than one batch dimension) takes ``F.linear``. A double backward (``create_graph=True``)
+    (:func:`onednn_linear_available`) and the product is large enough to pay for oneDNN's
+    overhead per call (``batch * in_features * out_features`` of at least 1.5 million). Anything
+    else (small products, other dtypes and devices, inputs with more than one batch dimension)
+    takes ``F.linear``. A double backward (``create_graph=True``)
     works: the backward pass then uses differentiable products.
 
     Why: the BLAS that PyTorch's CPU wheels call for ``F.linear`` reached 86-92 GFLOP/s on
@@ -153,7 +162,7 @@ class OneDNNLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if (
             x.dim() == 2
-            and x.shape[0] > 0
+            and x.shape[0] * self.in_features * self.out_features >= _ONEDNN_MIN_MACS
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
