@@ -36,9 +36,9 @@ __all__ = ["ChannelsLastConv2d", "OneDNNLinear", "onednn_linear_available"]
 _ONEDNN_MIN_MACS = 1_500_000
 """Smallest product (batch x in x out multiply-adds) that :class:`OneDNNLinear` hands to oneDNN.
 
-Each oneDNN call costs about 12-15 µs more than ``F.linear``'s. On the dev box the two broke
-even at about one million multiply-adds: (64, 392, 64) and (16, 392, 256) were 10-20% faster
-through oneDNN, (16, 392, 64) and (64, 64, 64) twice as slow (BENCHMARKS.md)."""
+A oneDNN call has a larger fixed cost than ``F.linear``'s, so small products are faster through
+the BLAS; this is a little above the break-even point measured by ``bench/linear_kernels.py``
+(BENCHMARKS.md, "Coupling stacks")."""
 
 
 class ChannelsLastConv2d(nn.Conv2d):
@@ -95,6 +95,7 @@ def onednn_linear_available() -> bool:
         x = torch.randn(3, 5, generator=gen)
         w = torch.randn(4, 5, generator=gen)
         b = torch.randn(4, generator=gen)
+        # The weight as a transposed view, the way the backward pass hands operands over.
         y = torch.ops.mkldnn._linear_pointwise(x, w.t().contiguous().t(), b, "none", [], "")
         return bool(torch.allclose(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5))
     except (AttributeError, RuntimeError, NotImplementedError):
@@ -147,10 +148,10 @@ class OneDNNLinear(nn.Linear):
     takes ``F.linear``. A double backward (``create_graph=True``)
     works: the backward pass then uses differentiable products.
 
-    Why: the BLAS that PyTorch's CPU wheels call for ``F.linear`` reached 86-92 GFLOP/s on
-    the dev box's AMD EPYC core at the coupling sub-networks' shapes, oneDNN 150-190
-    (BENCHMARKS.md). On CPUs where both run near their peak the gain is smaller; nothing
-    depends on it but speed.
+    Why: on the dev box's AMD CPU, the BLAS that PyTorch's CPU wheels call for ``F.linear`` ran
+    the coupling sub-networks' products at a little over half the speed of oneDNN's kernels
+    (BENCHMARKS.md, "Coupling stacks"). On CPUs where the BLAS runs near its peak the gain is
+    smaller; nothing but speed depends on which path runs.
 
     Example:
         >>> import torch
