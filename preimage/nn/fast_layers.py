@@ -145,8 +145,8 @@ class OneDNNLinear(nn.Linear):
     (:func:`onednn_linear_available`) and the product is large enough to pay for oneDNN's
     overhead per call (``batch * in_features * out_features`` of at least 1.5 million). Anything
     else (small products, other dtypes and devices, inputs with more than one batch dimension)
-    takes ``F.linear``. A double backward (``create_graph=True``)
-    works: the backward pass then uses differentiable products.
+    takes ``F.linear``. A double backward (``create_graph=True``) works: the backward pass then
+    uses differentiable products.
 
     Why: on the dev box's AMD CPU, the BLAS that PyTorch's CPU wheels call for ``F.linear`` ran
     the coupling sub-networks' products at a little over half the speed of oneDNN's kernels
