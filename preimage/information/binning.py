@@ -27,8 +27,8 @@ import numpy as np
 from torch import Tensor
 
 from preimage.errors import ConfigError, DataError, ShapeError
-from preimage.information._units import Unit
 from preimage.information.discrete import Correction, mutual_information
+from preimage.information.units import Unit
 
 __all__ = ["AdaptiveBinner", "binned_information"]
 

@@ -27,7 +27,7 @@ from sklearn.metrics import mutual_info_score
 from torch import Tensor
 
 from preimage.errors import ConfigError, DataError, ShapeError
-from preimage.information._units import Unit, unit_divisor
+from preimage.information.units import Unit, unit_divisor
 
 __all__ = ["entropy", "mutual_information", "mutual_information_from_joint", "symbol_codes"]
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from preimage.errors import ConfigError, DataError, ShapeError
-from preimage.information._units import Unit, unit_divisor
+from preimage.information.units import Unit, unit_divisor
 
 __all__ = ["awgn_capacity", "gaussian_mutual_information", "snr_db"]
 

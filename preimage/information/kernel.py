@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from preimage.errors import ConfigError, ShapeError
-from preimage.information._units import Unit, unit_divisor
+from preimage.information.units import Unit, unit_divisor
 
 __all__ = ["kernel_mi_bounds"]
 

@@ -40,7 +40,7 @@ from scipy.special import digamma
 from torch import Tensor
 
 from preimage.errors import ConfigError, DataError, ShapeError
-from preimage.information._units import Unit, unit_divisor
+from preimage.information.units import Unit, unit_divisor
 
 __all__ = ["ksg_mutual_information", "mixed_mutual_information"]
 

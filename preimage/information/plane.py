@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from preimage.errors import ConfigError, ShapeError
-from preimage.information._units import Unit
 from preimage.information.binning import AdaptiveBinner, binned_information
+from preimage.information.units import Unit
 from preimage.nn.classifier import logits_of
 from preimage.train.loop import Callback
 
