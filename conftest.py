@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from preimage.allocator import tune_allocator
+
 REPO = Path(__file__).resolve().parent
+
+# As the command line does for its process (preimage.allocator): each pytest worker trains many
+# small networks, whose megabyte-sized activations glibc would otherwise map and unmap per step.
+tune_allocator()
 
 
 @pytest.fixture(autouse=True)

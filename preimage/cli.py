@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from preimage.allocator import tune_allocator
 from preimage.errors import ConfigError, PreimageError
 
 __all__ = ["cli", "main"]
@@ -402,6 +403,8 @@ def _summary(out: Path, metrics: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code: 0 success, 2 bad input or a failed run."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # The command line owns the process, so it (not the library) tunes the allocator.
+    tune_allocator()
     try:
         cli.main(args=args, prog_name="preimage", standalone_mode=False)
     except click.exceptions.UsageError as err:

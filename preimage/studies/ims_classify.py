@@ -204,6 +204,8 @@ class Config(StudyConfig):
         n_cores: cores of the synthetic data (``None``: the preset's).
         n_folds: cross-validation folds (grouped by TMA).
         repeats: trainings of each network (thesis: 4).
+        first_repeat: index of the first training (its seeds); with ``repeats`` it splits the
+            trainings across processes: ``first_repeat=2 repeats=2`` runs the third and fourth.
         k_step: step of the ROC/LDA feature counts in 5..100 (thesis: 1).
         models: networks to train, of ``"isotopenet"``, ``"residualnet"``.
         iso: IsotopeNet training settings.
@@ -224,6 +226,7 @@ class Config(StudyConfig):
     n_cores: int | None = None
     n_folds: int = 4
     repeats: int = 2
+    first_repeat: int = 0
     k_step: int = 5
     models: tuple[str, ...] = ("isotopenet", "residualnet")
     iso: NetSettings = field(
@@ -235,6 +238,13 @@ class Config(StudyConfig):
     res_width: float = 0.25
     dropout: float = 0.3
     pattern_sigma: float = 0.08
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.repeats < 1 or self.first_repeat < 0:
+            raise ConfigError(
+                f"need repeats >= 1 and first_repeat >= 0, got {self.repeats}, {self.first_repeat}"
+            )
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
@@ -338,7 +348,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
     for name in config.models:
         spot, per_core, boxes = [], [], []
         settings = config.iso if name == "isotopenet" else config.res
-        for r in range(config.repeats):
+        for r in range(config.first_repeat, config.first_repeat + config.repeats):
             torch.manual_seed(config.seed + 1000 * r)
             cfg = settings.train_config(
                 config.task, name, seed=config.seed + r, device=config.device
@@ -356,7 +366,7 @@ def run(study: StudyRun, config: Config) -> dict[str, Any]:
             spot.append(cv.spot_accuracy(y))
             per_core.append(cv.core_accuracy(y, core))
             boxes += fold_scores(cv.predictions, y, core, folds)[0]
-            if name == "isotopenet" and r == 0:
+            if name == "isotopenet" and r == config.first_repeat:
                 sensitivity = np.mean(
                     [
                         class_sensitivity(m, x[te], y[te], num_classes=2)

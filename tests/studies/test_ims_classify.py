@@ -98,3 +98,20 @@ def test_cpu_budget_shifts_isotopenet_spectra_and_paper_budget_does_not() -> Non
     for bad in ({"shift": -1}, {"gain_sd": -0.1}):
         with pytest.raises(ConfigError):
             study.NetSettings(**bad)
+
+
+def test_first_repeat_splits_the_trainings_across_runs(runs: dict, tmp_path: Path) -> None:
+    def spot(name: str, **overrides: object) -> float:
+        config = study.Config.for_budget(
+            "smoke", progress=False, seed=0, models=("isotopenet",), **overrides
+        )
+        return study.run(config, tmp_path / name)["isotopenet_spot_median"]
+
+    # The fixture's run is training 0; the median of two trainings is their mean.
+    first = runs[1.0][1]["isotopenet_spot_median"]
+    second = spot("second", first_repeat=1)
+    both = spot("both", repeats=2)
+    assert second != first
+    assert both == pytest.approx((first + second) / 2)
+    with pytest.raises(ConfigError, match="first_repeat"):
+        study.Config.for_budget("smoke", first_repeat=-1)
