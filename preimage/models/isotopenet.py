@@ -263,6 +263,8 @@ class IsotopeNet(_SpectrumNet):
         num_classes: number of classes.
         dropout: dropout probability before the dense layer (table A.2: 30%).
         stride_position: which convolution of a residual layer carries its stride.
+        maps: feature maps of the first three residual layers (table 7.2: 8); the last one
+            keeps its single map, so the locally connected and dense layers do not change.
 
     References:
         Behrmann (thesis), section 7.3.2 and tables 7.2, A.2.
@@ -280,21 +282,24 @@ class IsotopeNet(_SpectrumNet):
         *,
         dropout: float = 0.3,
         stride_position: StridePosition = "second",
+        maps: int = 8,
     ) -> None:
         super().__init__()
         self.n_bins = _check_in_shape(in_shape, "IsotopeNet")
-        if num_classes < 2 or not 0.0 <= dropout < 1.0:
+        if num_classes < 2 or not 0.0 <= dropout < 1.0 or maps < 1:
             raise ConfigError(
-                f"need num_classes >= 2 and dropout in [0, 1), got {num_classes}, {dropout}"
+                "need num_classes >= 2, dropout in [0, 1) and maps >= 1, got "
+                f"{num_classes}, {dropout}, {maps}"
             )
-        layers, maps, length = [], 1, self.n_bins
-        for stride, out_maps in ISOTOPENET_LAYERS:
-            layer = ResidualLayer1d(maps, out_maps, 3, stride, stride_position)
+        layers, width, length = [], 1, self.n_bins
+        for i, (stride, out_maps) in enumerate(ISOTOPENET_LAYERS):
+            out = maps if i < len(ISOTOPENET_LAYERS) - 1 else out_maps
+            layer = ResidualLayer1d(width, out, 3, stride, stride_position)
             layers.append(layer)
-            maps, length = out_maps, _out_length(length, layer)
+            width, length = out, _out_length(length, layer)
         self.layers = nn.Sequential(*layers)
         self.feature_length = length
-        self.local = LocallyConnected1d(length, maps, 1, 3)
+        self.local = LocallyConnected1d(length, width, 1, 3)
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(length, num_classes)
 

@@ -43,9 +43,11 @@ parameter instead, which pulls batch-norm scales to zero: at :math:`\lambda = 0.
 IsotopeNet to a constant prediction). Network and block conventions are those of
 :mod:`preimage.models.isotopenet`.
 
-``-o task=lp`` keeps these settings on six times the spectra (27 475), so IsotopeNet's 20 epochs
-alone take over an hour of one core there; ``-o iso.epochs=12 -o repeats=1 -o
-models=isotopenet`` runs in about 20 minutes (figures: BENCHMARKS.md, issue 16, fourth pass).
+``-o task=lp`` keeps these settings on six times the spectra (27 475), so each IsotopeNet
+training takes about six times as long as on ``adsq`` and two of them do not fit the ``cpu``
+budget's 45 minutes; ``-o repeats=1 -o models=isotopenet`` trains one, and ``-o first_repeat``
+lets further trainings run in other processes. The times per setting and the closest settings
+measured are in BENCHMARKS.md (issue 16, fourth to seventh pass).
 
 References:
     Behrmann (thesis), *Invertibility and Domain Knowledge*, sections 7.2-7.4, tables 7.1, 7.2,
@@ -212,6 +214,7 @@ class Config(StudyConfig):
         res: ResidualNet training settings.
         res_width: factor on ResidualNet's feature maps (1: table A.1).
         dropout: IsotopeNet's dropout (table A.2: 0.3).
+        iso_maps: IsotopeNet's feature maps in its first three residual layers (table 7.2: 8).
         pattern_sigma: Gaussian peak width (Da) for the isotope-pattern widths of figure 7.3.
     """
 
@@ -237,6 +240,7 @@ class Config(StudyConfig):
     res: NetSettings = field(default_factory=lambda: NetSettings(epochs=3))
     res_width: float = 0.25
     dropout: float = 0.3
+    iso_maps: int = 8
     pattern_sigma: float = 0.08
 
     def __post_init__(self) -> None:
@@ -245,6 +249,8 @@ class Config(StudyConfig):
             raise ConfigError(
                 f"need repeats >= 1 and first_repeat >= 0, got {self.repeats}, {self.first_repeat}"
             )
+        if self.iso_maps < 1:
+            raise ConfigError(f"iso_maps must be >= 1, got {self.iso_maps}")
 
     BUDGETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
@@ -293,7 +299,7 @@ def _data(config: Config) -> ImsDataset:
 
 def _builder(config: Config, name: str, n_bins: int) -> Any:
     if name == "isotopenet":
-        return lambda: IsotopeNet((1, n_bins), 2, dropout=config.dropout)
+        return lambda: IsotopeNet((1, n_bins), 2, dropout=config.dropout, maps=config.iso_maps)
     if name == "residualnet":
         return lambda: ResidualNet1D((1, n_bins), 2, width=config.res_width)
     raise ConfigError(f"unknown model {name!r}; use isotopenet or residualnet")

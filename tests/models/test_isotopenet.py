@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from preimage.errors import ShapeError
+from preimage.errors import ConfigError, ShapeError
 from preimage.models import MODELS, IsotopeNet, ResidualNet1D, build_model, count_parameters
 from preimage.models.isotopenet import LocallyConnected1d, receptive_field
 
@@ -83,3 +83,22 @@ def test_gradients_reach_every_parameter_in_float64() -> None:
     net = IsotopeNet((1, 120), 2).double()
     net(torch.randn(4, 1, 120, dtype=torch.float64)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
+@pytest.mark.parametrize("maps", [1, 16])
+def test_isotopenet_maps_set_the_first_three_layers(maps: int) -> None:
+    net = IsotopeNet((1, 300), 2, maps=maps)
+    assert [layer.conv1.out_channels for layer in net.layers] == [maps, maps, maps, 1]
+    assert net(torch.randn(2, 1, 300)).shape == (2, 2)
+    assert net.receptive_field() == 49  # widths do not change the receptive field
+    # Per layer as ISO_CONV_PARAMS: bn1, conv1, bn2, conv2, 1x1 shortcut where the shape changes.
+    m = maps
+    conv = 3 * m * m + m  # an m -> m convolution of kernel 3 with its bias
+    layer1 = 2 + 4 * m + 2 * m + conv + (2 * m if m != 1 else 0)
+    layer2 = 2 * m + conv + 2 * m + conv + (m * m + m)
+    layer3 = 2 * m + conv + 2 * m + conv
+    layer4 = 2 * m + (3 * m + 1) + 2 + 4 + (m + 1)
+    tail = 4 * 20 + 2 * 20 + 2  # locally connected and dense layers on 20 positions
+    assert count_parameters(net) == layer1 + layer2 + layer3 + layer4 + tail
+    with pytest.raises(ConfigError):
+        IsotopeNet((1, 300), 2, maps=0)

@@ -10,6 +10,7 @@ import pytest
 from preimage.analysis.ims_protocol import AugmentedLoss, KernelL2Loss, SpectrumAugment
 from preimage.data import synthetic_tma, write_imzml
 from preimage.errors import ConfigError
+from preimage.models import IsotopeNet, count_parameters
 from preimage.studies import get_study
 from preimage.studies import ims_classify as study
 
@@ -115,3 +116,16 @@ def test_first_repeat_splits_the_trainings_across_runs(runs: dict, tmp_path: Pat
     assert both == pytest.approx((first + second) / 2)
     with pytest.raises(ConfigError, match="first_repeat"):
         study.Config.for_budget("smoke", first_repeat=-1)
+
+
+def test_iso_maps_widens_the_trained_isotopenet(runs: dict, tmp_path: Path) -> None:
+    base = runs[1.0][1]
+    config = study.Config.for_budget(
+        "smoke", progress=False, seed=0, models=("isotopenet",), iso_maps=4
+    )
+    metrics = study.run(config, tmp_path / "maps4")
+    narrow = IsotopeNet((1, metrics["n_bins"]), 2, maps=4)
+    assert metrics["isotopenet_parameters"] == count_parameters(narrow)
+    assert metrics["isotopenet_parameters"] < base["isotopenet_parameters"]
+    with pytest.raises(ConfigError, match="iso_maps"):
+        study.Config.for_budget("smoke", iso_maps=0)
