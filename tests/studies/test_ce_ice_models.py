@@ -167,3 +167,8 @@ def test_paper_budgets_play_the_papers_game_and_cpu_budgets_the_measured_default
         assert (paper.model.blocks_per_stage, paper.model.hidden) == (16, 128)
         cpu = config_class.for_budget("cpu")
         assert (cpu.ice.adversary_input, cpu.ice.warmup_epochs) == ("standardized", 1)
+        # The iCE studies' cpu network is the ablation's "-big" one; the others keep 2 x 32.
+        assert (cpu.model.blocks_per_stage, cpu.model.hidden, cpu.model.coupling) == (
+            4, 64, "additive")  # fmt: skip
+    plain = MnistStudyConfig.for_budget("cpu").model
+    assert (plain.blocks_per_stage, plain.hidden) == (2, 32)
